@@ -1,0 +1,1 @@
+"""Sub-commands of the ``himari`` CLI, one module per topic; see :mod:`experiments.cli`."""

@@ -1,0 +1,20 @@
+"""Shared fixtures. Tests that need the real 2020-2024 file skip when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA_PATH = Path(
+    os.environ.get("HIMARI_REAL_DATA", REPO_ROOT.parent / "shared" / "data" / "btcusdt_1h_2020_2024.csv")
+)
+
+
+@pytest.fixture(scope="session")
+def real_data_path() -> Path:
+    if not REAL_DATA_PATH.is_file():
+        pytest.skip(f"real data file not found at {REAL_DATA_PATH}")
+    return REAL_DATA_PATH

@@ -112,8 +112,8 @@ class MarketData:
 
     def decision_range(self, split: str | None, context: int) -> tuple[int, int]:
         """First and last-plus-one *decision* bar for ``split`` (``None`` or ``"all"``: every
-        bar). A decision at bar t needs ``context`` bars of history (t >= first_bar and
-        t - context + 1 >= 0) and the next bar's return, so the last decision bar of a split
+        bar). A decision at bar t needs ``context`` bars of valid history
+        (``t - context + 1 >= first_bar``) and the next bar's return, so the last decision bar of a split
         ``[a, b)`` is ``b - 2``."""
         if split is None or split == "all":
             start, stop = 0, self.n_bars
@@ -123,7 +123,7 @@ class MarketData:
                     f"unknown split {split!r}; this market has {sorted(self.splits) + ['all']}"
                 )
             start, stop, _ = self.splits[split].indices(self.n_bars)
-        first = max(start, self.first_bar, context - 1)
+        first = max(start, self.first_bar + context - 1)
         last_exclusive = stop - 1
         if last_exclusive - first < 1:
             raise ValueError(

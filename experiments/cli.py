@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.required = True
         groups[name] = sub
     for module_info in sorted(pkgutil.iter_modules(commands_package.__path__), key=lambda m: m.name):
+        if module_info.name.startswith("_"):
+            continue  # private helpers such as _output
         module = importlib.import_module(f"{commands_package.__name__}.{module_info.name}")
         module.register(root, groups)
     return parser

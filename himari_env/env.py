@@ -18,8 +18,9 @@ would reach zero or below (only possible with leverage > 1 or a short through a 
 rally), the episode terminates with ``info["bankrupt"] = True`` and a finite reward.
 
 Speed: every array comes precomputed in :class:`~himari_env.market.MarketData`; ``step`` does
-scalar Python arithmetic on lists, hands out a read-only *view* for the feature window and
-allocates only the observation's position array and the info dict.
+scalar Python arithmetic on lists and copies one contiguous slice for the feature window
+(Gymnasium requires fresh observation data each call); it allocates only the observation and
+the info dict.
 """
 
 from __future__ import annotations
@@ -250,7 +251,7 @@ class HimariBTCEnv(gym.Env[ObsType, ActType]):
     def _observation(self) -> ObsType:
         t = self._bar_index
         return {
-            "features": self._features[t - self.context + 1 : t + 1],
+            "features": self._features[t - self.context + 1 : t + 1].copy(),
             "regime": self._regimes[t],
             "position": np.array([self._position], dtype=np.float32),
         }

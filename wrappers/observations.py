@@ -2,7 +2,7 @@
 from the chosen source.
 
 The arrays are precomputed once over the whole market by the pipeline
-(:func:`himari_env.pipeline.prepare_market`), causally; each step slices a read-only view at
+(:func:`himari_env.pipeline.prepare_market`), causally; each step copies one contiguous slice at
 the core env's ``bar_index``. Nothing is computed per step.
 """
 
@@ -70,7 +70,7 @@ class RegimeFeatureObservation(gym.ObservationWrapper):
     def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
         t = self.env.unwrapped.bar_index
         return {
-            "features": self._features[t - self._context + 1 : t + 1],
+            "features": self._features[t - self._context + 1 : t + 1].copy(),
             "regime": self._regimes[t],
             "position": observation["position"],
         }

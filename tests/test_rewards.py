@@ -11,7 +11,12 @@ from himari_env.constants import CRISIS, HIGH_VOL, LOW_VOL, TRENDING
 from himari_env.env import HimariBTCEnv
 from himari_env.market import market_from_prices
 from wrappers.actions import DiscreteDirection
-from wrappers.rewards import AdaptiveCostConfig, RegimeReward, RewardConfig, causal_return_normalizers
+from wrappers.rewards import (
+    AdaptiveCostConfig,
+    RegimeReward,
+    RewardConfig,
+    causal_return_normalizers,
+)
 
 
 def test_effective_adaptive_cost_table_matches_the_design_log():

@@ -1,0 +1,447 @@
+"""``himari calibrate risk`` and ``himari calibrate sortino``: fit on train, report train vs test.
+
+Both read the synthetic market by default (``--data PATH`` loads any supported OHLCV file),
+split it with ``chronological_splits(len(frame))`` (60/20/20 after a 720-bar warm-up) and
+trade a reference momentum rule (``sign(close[t] - close[t - lookback])``, 24 bars) with the
+env's exact accounting (fee on turnover at ``--fee-rate``).
+
+``calibrate risk``
+    Fits the EVT tails (H1) and the volatility target (H3) on train returns (gap-spanning
+    returns excluded and counted), then selects the drawdown brake (H4) on train from a
+    small grid by the Calmar ratio of the reference rule sized by the risk layer
+    (``--no-brake-search`` keeps 3/6/10 % -> 30/60/95 %). H2 Kelly, H5 VaR, H6 safe margin,
+    H7 leverage and H8 risk budget keep their documented defaults (they learn per episode or
+    are budgets). Reports, as the design log: xi, sigma, VaR99, ES99, the reference rule's
+    Kelly win rate and payoff, target and annual vol, brake thresholds; max drawdown and VaR99
+    of the reference rule with the risk layer (and without, for comparison), train vs test;
+    and how often each method bound the size.
+``calibrate sortino``
+    Grid over trade_cost, drawdown_weight and reward_scale (see
+    :mod:`himari_env.risk.sortino_calibration` for the criterion); reports Sortino, max
+    drawdown, reward-return correlation and trade count of the reference rule, train vs test.
+
+``--out DIR`` writes ``risk_config.json`` / ``sortino_config.json`` (load them with
+``RiskConfig.load`` / ``SortinoConfig.load``), a JSON report and a Markdown report.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments.commands._output import format_table, to_json
+from himari_env.constants import DEFAULT_FEE_RATE
+
+DEFAULT_LOOKBACK = 24
+DEFAULT_SYNTHETIC_BARS = 45_000
+DEFAULT_EPISODE_LENGTH = 2048
+
+
+def register(root: argparse._SubParsersAction, groups: dict[str, argparse._SubParsersAction]) -> None:
+    calibrate = groups["calibrate"]
+    risk = calibrate.add_parser(
+        "risk",
+        help="fit the RSS risk layer (EVT, vol target, drawdown brake) on train; report train vs test",
+        description="Fit the RSS risk layer on train and report it on test (design log format).",
+    )
+    _add_common_arguments(risk)
+    risk.add_argument("--max-leverage", type=float, default=3.0,
+                      help="the env's bound on |position| for the reference run (default 3)")
+    risk.add_argument("--no-brake-search", action="store_true",
+                      help="keep the design log's drawdown brake instead of selecting it on train")
+    risk.add_argument("--episode-length", type=int, default=DEFAULT_EPISODE_LENGTH,
+                      help="also evaluate fresh episodes of this many steps, as in training "
+                           f"(default {DEFAULT_EPISODE_LENGTH})")
+    risk.set_defaults(func=run_risk_from_args)
+
+    sortino = calibrate.add_parser(
+        "sortino",
+        help="grid-calibrate the Sortino reward shaper on train; report train vs test",
+        description="Grid over trade_cost, drawdown_weight, reward_scale on train; report on test.",
+    )
+    _add_common_arguments(sortino)
+    sortino.set_defaults(func=run_sortino_from_args)
+
+
+def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, default=None,
+                        help="OHLCV file (Binance kline CSV/ZIP, OHLCV CSV/Parquet); default: the synthetic market")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic market (default 0)")
+    parser.add_argument("--n-bars", type=int, default=DEFAULT_SYNTHETIC_BARS,
+                        help=f"bars of the synthetic market (default {DEFAULT_SYNTHETIC_BARS})")
+    parser.add_argument("--fee-rate", type=float, default=DEFAULT_FEE_RATE,
+                        help=f"fee per unit of traded notional (default {DEFAULT_FEE_RATE})")
+    parser.add_argument("--lookback", type=int, default=DEFAULT_LOOKBACK,
+                        help=f"momentum lookback of the reference rule in bars (default {DEFAULT_LOOKBACK})")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--out", type=Path, default=None, help="write the configs and reports here")
+
+
+# --------------------------------------------------------------------------- inputs
+@dataclass(frozen=True)
+class MarketInputs:
+    """The arrays both commands use, over the whole series (n bars)."""
+
+    source: str
+    timestamps: np.ndarray  # datetime64[ns] (n,)
+    close: np.ndarray  # float64 (n,)
+    returns: np.ndarray  # float64 (n,), returns[0] = 0
+    gap_before: np.ndarray  # bool (n,)
+    regime_ids: np.ndarray  # int8 (n,), rules labeler, -1 in warm-up
+    splits: dict[str, slice]
+
+
+def load_inputs(data: Path | None, *, seed: int = 0, n_bars: int = DEFAULT_SYNTHETIC_BARS) -> MarketInputs:
+    """Load (or synthesize) the market, validate it, and compute returns, gaps, regimes, splits."""
+    from himari_env.data import chronological_splits, gap_mask, validate_ohlcv
+    from himari_env.market import returns_from_close
+    from himari_env.regimes.labeler import label_regimes
+
+    if data is not None:
+        from himari_env.data import load_ohlcv
+
+        frame = load_ohlcv(data)
+        source = str(data)
+    else:
+        from himari_env.data import synthesize_market
+
+        frame = synthesize_market(n_bars=n_bars, seed=seed).frame
+        source = f"synthetic(n_bars={n_bars}, seed={seed})"
+    validate_ohlcv(frame)
+    close = frame["close"].to_numpy(dtype=np.float64)
+    return MarketInputs(
+        source=source,
+        timestamps=frame.index.tz_convert(None).to_numpy(dtype="datetime64[ns]"),
+        close=close,
+        returns=returns_from_close(close),
+        gap_before=gap_mask(frame.index),
+        regime_ids=label_regimes(frame),
+        splits=chronological_splits(len(frame)),
+    )
+
+
+def _decision_range(inputs: MarketInputs, split: str) -> tuple[int, int]:
+    start, stop, _ = inputs.splits[split].indices(inputs.close.size)
+    unlabeled = np.flatnonzero(inputs.regime_ids[start : stop - 1] < 0)
+    if unlabeled.size:
+        bar = start + int(unlabeled[0])
+        raise ValueError(
+            f"regime label missing (labeler warm-up) at decision bar {bar} "
+            f"({inputs.timestamps[bar]}) of split {split!r}"
+        )
+    return start, stop - 1
+
+
+def _period(inputs: MarketInputs, split: str) -> str:
+    start, stop, _ = inputs.splits[split].indices(inputs.close.size)
+    return f"{str(inputs.timestamps[start])[:16]} .. {str(inputs.timestamps[stop - 1])[:16]}"
+
+
+# ----------------------------------------------------------------------------- risk
+def calibrate_risk_report(
+    inputs: MarketInputs,
+    *,
+    fee_rate: float = DEFAULT_FEE_RATE,
+    max_leverage: float = 3.0,
+    lookback: int = DEFAULT_LOOKBACK,
+    brake_search: bool = True,
+    episode_length: int = DEFAULT_EPISODE_LENGTH,
+) -> tuple[Any, dict[str, Any]]:
+    """Fit the risk layer on train and evaluate it on train and test.
+
+    Returns ``(config, report)``: the calibrated :class:`~himari_env.risk.config.RiskConfig`
+    and a JSON-ready report.
+    """
+    from himari_env.risk.backtest import momentum_directions, run_backtest
+    from himari_env.risk.calibration import calibrate_risk, select_drawdown_brake
+    from himari_env.risk.engine import RiskEngine
+    from himari_env.risk.evt import EVTFitError, fit_tail, tail_es, tail_var
+    from himari_env.risk.kelly import estimate_kelly, outcome_totals
+    from himari_env.risk.vol_target import VolTargetParams, fit_vol_target
+
+    train = inputs.splits["train"]
+    config = calibrate_risk(inputs.returns[train], gap_before=inputs.gap_before[train])
+    directions = momentum_directions(inputs.close, lookback)
+    brake_grid: list[dict[str, Any]] = []
+    if brake_search:
+        config, brake_grid = select_drawdown_brake(
+            inputs.returns, directions, inputs.regime_ids, train=train, config=config,
+            fee_rate=fee_rate, max_leverage=max_leverage,
+        )
+    engine = RiskEngine(config, inputs.returns, max_leverage=max_leverage)
+
+    periods: dict[str, dict[str, Any]] = {}
+    for split in ("train", "test"):
+        start, stop = _decision_range(inputs, split)
+        split_returns = inputs.returns[inputs.splits[split]]
+        kept = split_returns[~inputs.gap_before[inputs.splits[split]]]
+        evt_report: dict[str, Any] = {"xi": None, "sigma": None, "threshold": None, "var99": None,
+                                      "es99": None, "n_exceedances": 0, "note": ""}
+        try:
+            tail = fit_tail(kept, side="long", threshold_quantile=config.evt.threshold_quantile,
+                            min_exceedances=config.evt.min_exceedances)
+            evt_report.update(xi=tail.xi, sigma=tail.sigma, threshold=tail.threshold,
+                              var99=tail_var(tail, config.evt.level), n_exceedances=tail.n_exceedances)
+            evt_report["es99"] = tail_es(tail, config.evt.level)
+        except EVTFitError as error:  # reported, not fatal: the test split may be short
+            evt_report["note"] = str(error)
+        held = directions[start:stop].astype(np.float64)
+        outcomes = held * inputs.returns[start + 1 : stop + 1]
+        totals = outcome_totals(outcomes[held != 0])
+        kelly = estimate_kelly(*totals, config.kelly)
+        vol = fit_vol_target(kept, VolTargetParams(window=config.vol_target.window,
+                                                   target_fraction=config.vol_target.target_fraction))
+        sized = run_backtest(inputs.returns, directions, inputs.regime_ids, start=start, stop=stop,
+                             config=None, fee_rate=fee_rate, max_leverage=max_leverage, engine=engine)
+        unit = run_backtest(inputs.returns, directions, inputs.regime_ids, start=start, stop=stop,
+                            config=None, fee_rate=fee_rate, max_leverage=max_leverage)
+        periods[split] = {
+            "period": _period(inputs, split),
+            "evt": evt_report,
+            "kelly": {"win_rate": totals[0] / max(1, totals[0] + totals[1]),
+                      "payoff_ratio": (totals[2] / totals[0]) / (totals[3] / totals[1])
+                      if totals[0] and totals[1] else None,
+                      "full_kelly": kelly.full_kelly,
+                      "quarter_kelly": config.kelly.fraction * kelly.full_kelly,
+                      "edge_probability": kelly.edge_probability,
+                      "informative": kelly.informative, "reason": kelly.reason},
+            "volatility": {"annual_vol": vol.annual_vol, "median_vol": vol.median_vol},
+            "risk_on": sized.summary(),
+            "risk_off": unit.summary(),
+            "binding_shares": sized.binding_shares(),
+            "episodes": _episode_summary(inputs, directions, engine, start, stop, episode_length,
+                                         fee_rate, max_leverage),
+        }
+
+    long_tail, short_tail = config.evt.long_tail, config.evt.short_tail
+    assert long_tail is not None and short_tail is not None
+    report = {
+        "source": inputs.source,
+        "fee_rate": fee_rate,
+        "max_leverage": max_leverage,
+        "reference_policy": f"momentum_{lookback}",
+        "regime_source": "rules labeler",
+        "fitted": {
+            "evt_long": {"xi": long_tail.xi, "sigma": long_tail.sigma, "threshold": long_tail.threshold,
+                         "var99": tail_var(long_tail, config.evt.level), "es99": tail_es(long_tail, config.evt.level)},
+            "evt_short": {"xi": short_tail.xi, "sigma": short_tail.sigma, "threshold": short_tail.threshold,
+                          "var99": tail_var(short_tail, config.evt.level), "es99": tail_es(short_tail, config.evt.level)},
+            "target_vol": config.vol_target.target_vol,
+            "annual_vol": config.vol_target.annual_vol,
+            "median_vol": config.vol_target.median_vol,
+            "drawdown_brake": {"thresholds": list(config.drawdown_brake.thresholds),
+                               "reductions": list(config.drawdown_brake.reductions),
+                               "selection": "max Calmar of the sized reference rule on train"
+                               if brake_search else "design log default"},
+            "fitted_on": config.fitted_on,
+        },
+        "brake_grid": brake_grid,
+        "train": periods["train"],
+        "test": periods["test"],
+    }
+    return config, report
+
+
+def _episode_summary(inputs: MarketInputs, directions: np.ndarray, engine: Any, start: int, stop: int,
+                     episode_length: int, fee_rate: float, max_leverage: float) -> dict[str, Any]:
+    """Fresh episodes (equity 1, budget 1, no Kelly outcomes), back to back over the split:
+    the state the wrapper is in during training. Max drawdown per episode with and without
+    the risk layer, and binding shares over all episodes."""
+    from collections import Counter
+
+    from himari_env.risk.backtest import run_backtest
+    from himari_env.risk.composer import BINDING_HOLD, METHOD_ORDER
+
+    if episode_length < 1:
+        raise ValueError(f"--episode-length must be >= 1, got {episode_length}")
+    on_drawdowns, off_drawdowns = [], []
+    counts: Counter[str] = Counter()
+    for first in range(start, stop - episode_length + 1, episode_length):
+        last = first + episode_length
+        sized = run_backtest(inputs.returns, directions, inputs.regime_ids, start=first, stop=last,
+                             config=None, fee_rate=fee_rate, max_leverage=max_leverage, engine=engine)
+        unit = run_backtest(inputs.returns, directions, inputs.regime_ids, start=first, stop=last,
+                            config=None, fee_rate=fee_rate, max_leverage=max_leverage)
+        on_drawdowns.append(sized.summary()["max_drawdown"])
+        off_drawdowns.append(unit.summary()["max_drawdown"])
+        counts.update(b for b in sized.bindings if b != BINDING_HOLD)
+    total = sum(counts.values())
+    return {
+        "episode_length": episode_length,
+        "n_episodes": len(on_drawdowns),
+        "max_drawdown_on_median": float(np.median(on_drawdowns)) if on_drawdowns else None,
+        "max_drawdown_on_worst": float(np.max(on_drawdowns)) if on_drawdowns else None,
+        "max_drawdown_off_median": float(np.median(off_drawdowns)) if off_drawdowns else None,
+        "max_drawdown_off_worst": float(np.max(off_drawdowns)) if off_drawdowns else None,
+        "binding_shares": {name: (counts.get(name, 0) / total if total else 0.0)
+                           for name in (*METHOD_ORDER, "none")},
+    }
+
+
+def risk_tables(report: dict[str, Any]) -> str:
+    """The report as Markdown tables in the design log's format."""
+    train, test = report["train"], report["test"]
+    fitted = report["fitted"]
+
+    def row(name: str, a: float | None, b: float | None, percent: bool = False) -> list[Any]:
+        scale, unit = (100.0, "%") if percent else (1.0, "")
+        cells = [f"{v * scale:.4g}{unit}" if v is not None else "-" for v in (a, b)]
+        diff = f"{(b - a) * scale:+.3g}{unit}" if a is not None and b is not None else "-"
+        return [name, *cells, diff]
+
+    headers = ["Metric", "Training", "Test", "Diff"]
+    parts = [
+        f"Source: {report['source']}; train {train['period']}, test {test['period']}; "
+        f"fee {report['fee_rate']}, max leverage {report['max_leverage']}, "
+        f"reference {report['reference_policy']}, regimes from the {report['regime_source']}.",
+        "",
+        "H1 EVT (long losses, POT over the 95th percentile, GPD)"
+        + "".join(f"; {name}: {p['evt']['note']}" for name, p in (("train", train), ("test", test)) if p["evt"]["note"])
+        + ":",
+        format_table(headers, [
+            row("xi (shape)", train["evt"]["xi"], test["evt"]["xi"]),
+            row("sigma (scale)", train["evt"]["sigma"], test["evt"]["sigma"]),
+            row("VaR_99 (1 bar)", train["evt"]["var99"], test["evt"]["var99"], percent=True),
+            row("ES_99 (1 bar)", train["evt"]["es99"], test["evt"]["es99"], percent=True),
+        ]),
+        "",
+        "H2 Kelly (reference rule, per bar in the market; quarter-Kelly):",
+        format_table(headers, [
+            row("win rate", train["kelly"]["win_rate"], test["kelly"]["win_rate"], percent=True),
+            row("payoff ratio", train["kelly"]["payoff_ratio"], test["kelly"]["payoff_ratio"]),
+            row("quarter Kelly", train["kelly"]["quarter_kelly"], test["kelly"]["quarter_kelly"], percent=True),
+            row("P(edge > 0)", train["kelly"]["edge_probability"], test["kelly"]["edge_probability"]),
+        ]),
+        f"Kelly informative: train {train['kelly']['informative']} ({train['kelly']['reason']}), "
+        f"test {test['kelly']['informative']} ({test['kelly']['reason']}).",
+        "",
+        f"H3 volatility target (fitted on train): {fitted['target_vol'] * 100:.1f}% annualized "
+        f"(60% of the median trailing vol {fitted['median_vol'] * 100:.1f}%).",
+        format_table(headers, [
+            row("annual vol", train["volatility"]["annual_vol"], test["volatility"]["annual_vol"], percent=True),
+            row("median trailing vol", train["volatility"]["median_vol"], test["volatility"]["median_vol"], percent=True),
+        ]),
+        "",
+        f"H4 drawdown brake: thresholds {[f'{v:.0%}' for v in fitted['drawdown_brake']['thresholds']]} -> "
+        f"cuts {[f'{v:.0%}' for v in fitted['drawdown_brake']['reductions']]} "
+        f"({fitted['drawdown_brake']['selection']}).",
+    ]
+    if report["brake_grid"]:
+        parts.append(format_table(
+            ["Thresholds", "Cuts", "Calmar (train)", "Max DD (train)", "Return (train)"],
+            [[str(r["thresholds"]), str(r["reductions"]), r["calmar"], f"{r['max_drawdown']:.2%}",
+              f"{r['total_return']:.2%}"] for r in report["brake_grid"]],
+        ))
+    parts += [
+        "",
+        "Reference strategy with the risk layer (risk off = unit positions, for comparison):",
+        format_table(headers, [
+            row("Max Drawdown", train["risk_on"]["max_drawdown"], test["risk_on"]["max_drawdown"], percent=True),
+            row("VaR_99", train["risk_on"]["var99"], test["risk_on"]["var99"], percent=True),
+            row("Total return", train["risk_on"]["total_return"], test["risk_on"]["total_return"], percent=True),
+            row("Sortino", train["risk_on"]["sortino"], test["risk_on"]["sortino"]),
+            row("Max Drawdown (risk off)", train["risk_off"]["max_drawdown"], test["risk_off"]["max_drawdown"], percent=True),
+            row("VaR_99 (risk off)", train["risk_off"]["var99"], test["risk_off"]["var99"], percent=True),
+            row("Total return (risk off)", train["risk_off"]["total_return"], test["risk_off"]["total_return"], percent=True),
+        ]),
+    ]
+    ep_train, ep_test = train["episodes"], test["episodes"]
+    if ep_train["n_episodes"] and ep_test["n_episodes"]:
+        parts += [
+            "",
+            f"Fresh episodes of {ep_train['episode_length']} steps (as in training): "
+            f"{ep_train['n_episodes']} train, {ep_test['n_episodes']} test.",
+            format_table(headers, [
+                row("Episode max DD, median", ep_train["max_drawdown_on_median"], ep_test["max_drawdown_on_median"], percent=True),
+                row("Episode max DD, worst", ep_train["max_drawdown_on_worst"], ep_test["max_drawdown_on_worst"], percent=True),
+                row("Episode max DD, median (risk off)", ep_train["max_drawdown_off_median"], ep_test["max_drawdown_off_median"], percent=True),
+                row("Episode max DD, worst (risk off)", ep_train["max_drawdown_off_worst"], ep_test["max_drawdown_off_worst"], percent=True),
+            ]),
+        ]
+    parts += [
+        "",
+        "Binding method (share of in-market decisions where it cut the size most; whole split, "
+        "then fresh episodes):",
+        format_table(["Method", "Training", "Test", "Training (episodes)", "Test (episodes)"], [
+            [name, f"{train['binding_shares'][name]:.1%}", f"{test['binding_shares'][name]:.1%}",
+             f"{ep_train['binding_shares'][name]:.1%}", f"{ep_test['binding_shares'][name]:.1%}"]
+            for name in train["binding_shares"]
+        ]),
+    ]
+    return "\n".join(parts)
+
+
+def run_risk_from_args(args: argparse.Namespace) -> int:
+    inputs = load_inputs(args.data, seed=args.seed, n_bars=args.n_bars)
+    config, report = calibrate_risk_report(
+        inputs, fee_rate=args.fee_rate, max_leverage=args.max_leverage, lookback=args.lookback,
+        brake_search=not args.no_brake_search, episode_length=args.episode_length,
+    )
+    report["config"] = config.to_dict()
+    tables = risk_tables(report)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        config.save(args.out / "risk_config.json")
+        (args.out / "risk_report.json").write_text(to_json(report) + "\n", encoding="utf-8")
+        (args.out / "risk_report.md").write_text("# Risk layer calibration\n\n" + tables + "\n", encoding="utf-8")
+    print(to_json(report) if args.json else tables)
+    return 0
+
+
+# -------------------------------------------------------------------------- sortino
+def sortino_table(report: dict[str, Any]) -> str:
+    train, test = report["train"], report["test"]
+    config = report["config"]
+    rows = [
+        ["Sortino Ratio", f"{train['sortino']:.3g}", f"{test['sortino']:.3g}", f"{test['sortino'] - train['sortino']:+.3g}"],
+        ["Max Drawdown", f"{train['max_drawdown']:.2%}", f"{test['max_drawdown']:.2%}",
+         f"{(test['max_drawdown'] - train['max_drawdown']) * 100:+.2f}%"],
+        ["Reward-Return Corr", f"{train['reward_return_corr']:.3f}", f"{test['reward_return_corr']:.3f}",
+         f"{test['reward_return_corr'] - train['reward_return_corr']:+.3f}"],
+        ["Total Trades", f"{train['trades']:,}", f"{test['trades']:,}", "-"],
+    ]
+    best = sorted(report["grid"], key=lambda r: (-r["spearman"], -r["reward_return_corr"]))[:5]
+    design = report["design_log"]
+    return "\n".join([
+        f"Source: {report['source']}; reference {report['reference_policy']}, fee {report['fee_rate']}.",
+        f"Chosen: trade_cost {config['trade_cost']}, drawdown_weight {config['drawdown_weight']}, "
+        f"reward_scale {config['reward_scale']:g}, downside_weight {config['downside_weight']:g}",
+        f"Criterion: {report['criterion']}.",
+        "",
+        format_table(["Metric", "Training", "Test", "Diff"], rows),
+        "",
+        f"Design log config (trade_cost {design['config']['trade_cost']}, drawdown_weight "
+        f"{design['config']['drawdown_weight']}, reward_scale {design['config']['reward_scale']:g}): "
+        f"Spearman {design['spearman']:.4f}, reward-return corr {design['train']['reward_return_corr']:.3f} "
+        f"train / {design['test']['reward_return_corr']:.3f} test.",
+        "",
+        "Top grid points (train):",
+        format_table(["trade_cost", "drawdown_weight", "Spearman(reward, Sortino)", "reward-return corr"],
+                     [[r["trade_cost"], r["drawdown_weight"], r["spearman"], r["reward_return_corr"]] for r in best]),
+        "",
+        format_table(["reward_scale", "per-step reward std (train)"],
+                     [[r["reward_scale"], r["reward_std"]] for r in report["scales"]]),
+    ])
+
+
+def run_sortino_from_args(args: argparse.Namespace) -> int:
+    from himari_env.risk.sortino import SortinoConfig
+    from himari_env.risk.sortino_calibration import calibrate_sortino
+
+    inputs = load_inputs(args.data, seed=args.seed, n_bars=args.n_bars)
+    report = calibrate_sortino(inputs.returns, inputs.close, train=inputs.splits["train"],
+                               test=inputs.splits["test"], fee_rate=args.fee_rate,
+                               reference_lookback=args.lookback)
+    report["source"] = inputs.source
+    table = sortino_table(report)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        SortinoConfig.from_dict(report["config"]).save(args.out / "sortino_config.json")
+        (args.out / "sortino_report.json").write_text(to_json(report) + "\n", encoding="utf-8")
+        (args.out / "sortino_report.md").write_text("# Sortino shaper calibration\n\n" + table + "\n", encoding="utf-8")
+    print(to_json(report) if args.json else table)
+    return 0

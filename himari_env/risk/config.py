@@ -1,0 +1,188 @@
+"""RiskConfig: every RSS risk-layer setting and train fit in one typed, JSON-persisted object.
+
+The JSON document mirrors the dataclasses (one object per method). Loading is strict: an
+unknown key, a missing required value or a value of the wrong type raises a ValueError that
+names the key path (e.g. ``evt.long_tail.xi``). Never pickle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from himari_env.risk.drawdown_brake import DrawdownBrakeParams
+from himari_env.risk.evt import EVTParams, TailFit
+from himari_env.risk.kelly import KellyParams
+from himari_env.risk.leverage import LeverageParams
+from himari_env.risk.portfolio_var import PortfolioVaRParams
+from himari_env.risk.regime_multipliers import RegimeMultipliers
+from himari_env.risk.risk_budget import RiskBudgetParams
+from himari_env.risk.safe_margin import SafeMarginParams
+from himari_env.risk.vol_target import VolTargetParams
+
+RISK_CONFIG_VERSION = 1
+
+
+class RiskConfigError(ValueError):
+    """A risk configuration document is malformed (the message names the key path)."""
+
+
+@dataclass(frozen=True)
+class RiskConfig:
+    """Settings of the eight RSS methods and the regime multipliers.
+
+    Attributes
+    ----------
+    evt, kelly, vol_target, drawdown_brake, portfolio_var, safe_margin, leverage,
+    risk_budget : per-method parameters (H1 .. H8); see each module.
+    regime_multipliers : size factor per regime.
+    fitted_on : dict
+        Provenance of the train fit (counts, period); empty before calibration.
+    version : int
+        Document version.
+    """
+
+    evt: EVTParams = field(default_factory=EVTParams)
+    kelly: KellyParams = field(default_factory=KellyParams)
+    vol_target: VolTargetParams = field(default_factory=VolTargetParams)
+    drawdown_brake: DrawdownBrakeParams = field(default_factory=DrawdownBrakeParams)
+    portfolio_var: PortfolioVaRParams = field(default_factory=PortfolioVaRParams)
+    safe_margin: SafeMarginParams = field(default_factory=SafeMarginParams)
+    leverage: LeverageParams = field(default_factory=LeverageParams)
+    risk_budget: RiskBudgetParams = field(default_factory=RiskBudgetParams)
+    regime_multipliers: RegimeMultipliers = field(default_factory=RegimeMultipliers)
+    fitted_on: dict[str, Any] = field(default_factory=dict)
+    version: int = RISK_CONFIG_VERSION
+
+    @property
+    def is_calibrated(self) -> bool:
+        """True when the train-fitted values (EVT tails, volatility target) are present."""
+        return self.evt.is_fitted and self.vol_target.target_vol is not None
+
+    def replace(self, **changes: Any) -> RiskConfig:
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        return _encode(self)
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> RiskConfig:
+        if not isinstance(document, dict):
+            raise RiskConfigError(f"a risk config must be a JSON object, got {type(document).__name__}")
+        version = document.get("version", RISK_CONFIG_VERSION)
+        if version != RISK_CONFIG_VERSION:
+            raise RiskConfigError(f"risk config version {version!r} is not supported (expected {RISK_CONFIG_VERSION})")
+        return _decode(cls, document, "")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> RiskConfig:
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise RiskConfigError(f"risk config is not valid JSON: {error}") from error
+        return cls.from_dict(document)
+
+    def save(self, path: str | Path) -> Path:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(self.to_json() + "\n", encoding="utf-8")
+        return target
+
+    @classmethod
+    def load(cls, path: str | Path) -> RiskConfig:
+        source = Path(path)
+        try:
+            text = source.read_text(encoding="utf-8")
+        except OSError as error:
+            raise RiskConfigError(f"cannot read risk config {source}: {error}") from error
+        try:
+            return cls.from_json(text)
+        except RiskConfigError as error:
+            raise RiskConfigError(f"{source}: {error}") from error
+
+
+# ---------------------------------------------------------------------------- codec
+def _encode(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RiskConfigError(f"cannot store the non-finite value {value!r} in a risk config")
+    return value
+
+
+def _decode(cls: type, document: Any, path: str) -> Any:
+    where = path or "<root>"
+    if not isinstance(document, dict):
+        raise RiskConfigError(f"{where}: expected an object, got {type(document).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(document) - set(known))
+    if unknown:
+        raise RiskConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+    kwargs = {}
+    for name in known:
+        if name in document:
+            kwargs[name] = _decode_value(hints[name], document[name], f"{path}.{name}" if path else name)
+    try:
+        return cls(**kwargs)
+    except RiskConfigError:
+        raise
+    except (ValueError, TypeError) as error:
+        raise RiskConfigError(f"{where}: {error}") from error
+
+
+def _decode_value(annotation: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise RiskConfigError(f"{path}: null is not allowed")
+        non_null = [o for o in options if o is not type(None)]
+        return _decode_value(non_null[0], value, path)
+    if dataclasses.is_dataclass(annotation):
+        return _decode(annotation, value, path)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise RiskConfigError(f"{path}: expected a list, got {value!r}")
+        item_type = typing.get_args(annotation)[0]
+        return tuple(_decode_value(item_type, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RiskConfigError(f"{path}: expected an object, got {value!r}")
+        return dict(value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise RiskConfigError(f"{path}: expected true/false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RiskConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise RiskConfigError(f"{path}: expected a finite number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise RiskConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise RiskConfigError(f"{path}: unsupported field type {annotation!r}")  # pragma: no cover
+
+
+__all__ = ["RISK_CONFIG_VERSION", "RiskConfig", "RiskConfigError", "TailFit"]

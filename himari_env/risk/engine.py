@@ -1,0 +1,145 @@
+"""RiskEngine: the RSS layer's per-market arrays and per-episode state.
+
+Built once per market (one return series). Construction precomputes, over the whole series,
+the causal arrays the composer reads (value at bar t from returns of bars <= t only):
+the H3 trailing annualized volatility, the H6 trailing per-bar volatility and the H5 rolling
+VaR of a unit long and short. Each step is then O(1): a few list reads, the composer's scalar
+arithmetic, and (after each step) an O(1) update of the episode state:
+
+* Kelly outcome totals (H2): the unit-position outcome ``sign(p_t) * r[t+1]`` of every step
+  held in the market; the estimate is refreshed after each such step.
+* Risk budget (H8): every ``period_bars`` steps, the sign of ``ln(equity / equity at the
+  period start)``.
+
+Used identically by :class:`wrappers.risk_action.RSSRiskAction` (the gym wrapper) and by
+:func:`himari_env.risk.backtest.run_backtest` (the calibration simulator), so both size
+positions the same way.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from himari_env.constants import BARS_PER_YEAR
+from himari_env.risk.composer import RiskState, Sizing, compose_position
+from himari_env.risk.config import RiskConfig
+from himari_env.risk.kelly import KellyEstimate, estimate_kelly
+from himari_env.risk.portfolio_var import rolling_historical_var
+from himari_env.risk.risk_budget import update_risk_budget
+from himari_env.risk.vol_target import trailing_std
+
+_ANNUALIZE = math.sqrt(BARS_PER_YEAR)
+
+
+class RiskEngine:
+    """Precomputed causal risk arrays for one market plus one episode's risk state.
+
+    Parameters
+    ----------
+    config : RiskConfig
+        Calibrated configuration.
+    returns : float (n,)
+        ``MarketData.returns`` (``returns[0]`` is the placeholder 0).
+    max_leverage : float
+        The env's bound on |position|.
+    """
+
+    def __init__(self, config: RiskConfig, returns: ArrayLike, *, max_leverage: float) -> None:
+        if not config.is_calibrated:
+            raise ValueError("RiskEngine needs a calibrated RiskConfig (run calibrate_risk on train returns)")
+        if not (math.isfinite(max_leverage) and max_leverage > 0):
+            raise ValueError(f"max_leverage must be a positive number, got {max_leverage!r}")
+        values = np.asarray(returns, dtype=np.float64)
+        self.config = config
+        self.max_leverage = float(max_leverage)
+        vol_cfg, var_cfg, margin_cfg = config.vol_target, config.portfolio_var, config.safe_margin
+        self.vol_annualized = trailing_std(values, vol_cfg.window) * _ANNUALIZE
+        self.bar_volatility = trailing_std(values, margin_cfg.window)
+        self.var_long = rolling_historical_var(
+            values, window=var_cfg.window, level=var_cfg.level, side="long", min_periods=var_cfg.min_periods
+        )
+        self.var_short = rolling_historical_var(
+            values, window=var_cfg.window, level=var_cfg.level, side="short", min_periods=var_cfg.min_periods
+        )
+        # Python lists: scalar reads are several times cheaper than numpy scalar indexing.
+        self._returns = values.tolist()
+        self._vol = self.vol_annualized.tolist()
+        self._sigma = self.bar_volatility.tolist()
+        self._var_long = self.var_long.tolist()
+        self._var_short = self.var_short.tolist()
+        self.reset()
+
+    def reconfigured(self, config: RiskConfig) -> RiskEngine:
+        """An engine on the same returns with ``config``, reusing the precomputed arrays when
+        their windows and levels are unchanged (e.g. when only the drawdown brake differs)."""
+        same_arrays = (
+            config.vol_target.window == self.config.vol_target.window
+            and config.safe_margin.window == self.config.safe_margin.window
+            and config.portfolio_var == self.config.portfolio_var
+        )
+        if not same_arrays:
+            return RiskEngine(config, np.asarray(self._returns), max_leverage=self.max_leverage)
+        if not config.is_calibrated:
+            raise ValueError("RiskEngine needs a calibrated RiskConfig (run calibrate_risk on train returns)")
+        clone = object.__new__(RiskEngine)
+        clone.__dict__.update(self.__dict__)
+        clone.config = config
+        clone.reset()
+        return clone
+
+    # ------------------------------------------------------------------ episode state
+    def reset(self, equity: float = 1.0) -> None:
+        """Start an episode: budget back to its initial value, no Kelly outcomes."""
+        self.risk_budget = self.config.risk_budget.initial
+        self._n_wins = 0
+        self._n_losses = 0
+        self._total_win = 0.0
+        self._total_loss = 0.0
+        self._steps = 0
+        self._period_start_equity = float(equity)
+        self.kelly: KellyEstimate = estimate_kelly(0, 0, 0.0, 0.0, self.config.kelly)
+
+    def state(self, bar_index: int, regime_id: int, drawdown: float) -> RiskState:
+        """The causal :class:`RiskState` at decision bar ``bar_index``."""
+        return RiskState(
+            self._vol[bar_index],
+            self._sigma[bar_index],
+            self._var_long[bar_index],
+            self._var_short[bar_index],
+            regime_id,
+            drawdown,
+            self.risk_budget,
+            self.kelly.position_cap,
+        )
+
+    def size(self, direction: int, bar_index: int, regime_id: int, drawdown: float) -> Sizing:
+        """Sized position for ``direction`` at decision bar ``bar_index`` (see composer)."""
+        return compose_position(
+            direction, self.state(bar_index, regime_id, drawdown), self.config, self.max_leverage
+        )
+
+    def record_step(self, new_bar_index: int, position_held: float, equity: float) -> None:
+        """Update the episode state after a step that held ``position_held`` over bar
+        ``new_bar_index`` and ended with ``equity``."""
+        if position_held != 0.0:
+            outcome = self._returns[new_bar_index] if position_held > 0 else -self._returns[new_bar_index]
+            if outcome > 0.0:
+                self._n_wins += 1
+                self._total_win += outcome
+            elif outcome < 0.0:
+                self._n_losses += 1
+                self._total_loss -= outcome
+            self.kelly = estimate_kelly(
+                self._n_wins, self._n_losses, self._total_win, self._total_loss, self.config.kelly
+            )
+        self._steps += 1
+        budget_cfg = self.config.risk_budget
+        if self._steps % budget_cfg.period_bars == 0:
+            start = self._period_start_equity
+            # Only the sign matters; a wiped-out account (equity <= 0) is a loss.
+            period_pnl = math.log(equity / start) if equity > 0.0 and start > 0.0 else -1.0
+            self.risk_budget = update_risk_budget(self.risk_budget, period_pnl, budget_cfg)
+            self._period_start_equity = equity

@@ -127,7 +127,7 @@ def evaluate_baselines(make_env: Any, *, seed: int) -> dict[str, PassRecord]:
 
 
 def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None = None,
-                 model_name: str = "best_model.zip", write: bool = True) -> dict[str, Any]:
+                 model_name: str = "best/best_model.zip", write: bool = True) -> dict[str, Any]:
     """Evaluate the run in ``run_dir``; see the module docstring. Returns the report dict."""
     from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -142,7 +142,11 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
     pipeline = FittedPipeline.load(run_dir / "pipeline")
     model_path = run_dir / model_name
     if not model_path.is_file():
-        model_path = run_dir / "final_model.zip"
+        fallback = run_dir / "final_model.zip"
+        if not fallback.is_file():
+            raise FileNotFoundError(f"no {model_name} and no final_model.zip in {run_dir}")
+        print(f"note: {model_path} not found (no validation pass ran?); evaluating final_model.zip", file=sys.stderr)
+        model_path = fallback
     if split not in ("test", "unseen", "all"):
         raise ValueError(f"--split must be test, unseen or all, got {split!r}")
     if split == "unseen" and data is None:
@@ -165,6 +169,8 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
         passes.append(("unseen", prepare_market(unseen_frame, pipeline=pipeline), "all"))
 
     env_kwargs = config.env.env_kwargs()
+    if config.env.risk:
+        env_kwargs["risk_config"] = str(run_dir / "risk_config.json")
     env_kwargs.pop("data")
     env_kwargs.pop("seed")
 
@@ -320,7 +326,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", choices=("test", "unseen", "all"),
                         help="test: train + test passes; all: train, val, test; unseen: train, test and --data")
     parser.add_argument("--data", help="later data (after the training file) for --split unseen")
-    parser.add_argument("--model", default="best_model.zip", help="model file in the run folder")
+    parser.add_argument("--model", default="best/best_model.zip", help="model file in the run folder (default: best by validation)")
     parser.add_argument("--json", action="store_true", help="print report.json instead of report.md")
 
 

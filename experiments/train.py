@@ -8,11 +8,13 @@ The run folder holds everything needed to reproduce and evaluate the run:
 * ``config.json``: the resolved configuration (after command-line overrides);
 * ``pipeline/``: the fitted pipeline (feature scaler, EKF settings, HMM), JSON + NPZ, so
   evaluation rebuilds the exact observation without refitting;
+* ``risk_config.json``: the RSS risk layer calibrated on train (when ``env.risk``);
 * ``tb/``: TensorBoard event files and ``progress.csv`` (PPO diagnostics: fps, approx_kl,
   clip_fraction, explained_variance, entropy_loss; per-regime action shares; reward terms;
   validation metrics);
-* ``checkpoints/``: periodic model zips + JSON state, for ``--resume``;
-* ``best_model.zip`` (by the validation metric) and ``final_model.zip``;
+* ``checkpoints/``: periodic model zips + JSON state (``latest.json``), for ``--resume``;
+* ``best/best_model.zip`` (by the validation metric, with ``best_metric.json`` and
+  ``evaluations.json``) and ``final_model.zip``;
 * ``training_summary.json``: wall time, steps, mean fps, best validation metric.
 
 One seed (``train.seed``) drives the agent, the env resets and, for the synthetic market,
@@ -46,20 +48,6 @@ def _override(config: ExperimentConfig, *, data: str | None, timesteps: int | No
     return dataclasses.replace(config, env=env, train=train)
 
 
-def _latest_checkpoint(run_dir: Path) -> tuple[Path, int]:
-    states = sorted((run_dir / "checkpoints").glob("*.json"))
-    if not states:
-        raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}; cannot resume")
-    best: tuple[Path, int] | None = None
-    for state_path in states:
-        state = json.loads(state_path.read_text())
-        candidate = (run_dir / "checkpoints" / state["model"], int(state["num_timesteps"]))
-        if best is None or candidate[1] > best[1]:
-            best = candidate
-    assert best is not None
-    return best
-
-
 class _EnvFactory:
     """Picklable env thunk factory (SubprocVecEnv sends it to worker processes)."""
 
@@ -80,14 +68,8 @@ class _EnvFactory:
 def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False) -> dict[str, Any]:
     """Run (or resume) training into ``run_dir``; returns the training summary."""
     import torch
-    from stable_baselines3.common.callbacks import CallbackList
 
-    from agents.callbacks import (
-        CheckpointWithStateCallback,
-        CollapseDetectorCallback,
-        RegimeActionStatsCallback,
-        ValidationCallback,
-    )
+    from agents.callbacks import latest_checkpoint, make_training_callbacks
     from agents.ppo import build_ppo, count_parameters, load_ppo, make_vec_env_from_config
     from experiments.progress import TqdmProgressCallback
     from himari_env.pipeline import PipelineConfig, prepare_market
@@ -96,19 +78,31 @@ def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False) -> d
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     pipeline_dir = run_dir / "pipeline"
+    risk_config_path = run_dir / "risk_config.json"
     if not (resume and (pipeline_dir / "pipeline.json").is_file()):
         frame = load_frame(config.env.data, seed=config.env.market_seed)
         prepared = prepare_market(frame, config=PipelineConfig(fit_hmm=config.env.regime_source == "hmm"))
         assert prepared.pipeline is not None
         prepared.pipeline.save(pipeline_dir)
+        if config.env.risk:
+            from himari_env.risk import calibrate_risk
+
+            train_bars = prepared.market.splits["train"]
+            calibrate_risk(prepared.market.returns[train_bars],
+                           gap_before=prepared.market.gap_before[train_bars]).save(risk_config_path)
 
     env_kwargs = config.env.env_kwargs()
+    if config.env.risk:
+        env_kwargs["risk_config"] = str(risk_config_path)
     vec_env = make_vec_env_from_config(config, _EnvFactory(env_kwargs, str(pipeline_dir)))
     tb_dir = run_dir / "tb"
     if resume:
-        checkpoint, steps_done = _latest_checkpoint(run_dir)
-        model = load_ppo(checkpoint, vec_env, config, tensorboard_log=str(tb_dir), seed=config.train.seed,
-                         num_timesteps=steps_done)
+        checkpoint = latest_checkpoint(run_dir / "checkpoints")
+        if checkpoint is None:
+            raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}; cannot resume")
+        steps_done = checkpoint.num_timesteps
+        model = load_ppo(checkpoint.model_path, vec_env, config, tensorboard_log=str(tb_dir),
+                         seed=config.train.seed, num_timesteps=steps_done)
     else:
         steps_done = 0
         model = build_ppo(vec_env, config, tensorboard_log=str(tb_dir), seed=config.train.seed)
@@ -117,33 +111,15 @@ def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False) -> d
         return make_himari_env(**{**env_kwargs, "split": config.train.eval_split, "episode_length": None},
                                pipeline=str(pipeline_dir))
 
-    callbacks = [
-        RegimeActionStatsCallback(),
-        CollapseDetectorCallback(
-            hold_low=config.train.collapse_hold_low,
-            hold_high=config.train.collapse_hold_high,
-            patience=config.train.collapse_patience,
-            stop_on_collapse=config.train.stop_on_collapse,
-        ),
-        TqdmProgressCallback(total_timesteps=config.train.total_timesteps, initial=steps_done),
-    ]
-    if config.train.eval_freq > 0:
-        callbacks.append(ValidationCallback(
-            make_validation_env, eval_freq=config.train.eval_freq, metric=config.train.validation_metric,
-            best_model_path=run_dir / "best_model.zip",
-        ))
-    if config.train.checkpoint_freq > 0:
-        callbacks.append(CheckpointWithStateCallback(save_freq=config.train.checkpoint_freq,
-                                                     save_dir=run_dir / "checkpoints"))
+    callbacks = make_training_callbacks(config, run_dir=run_dir, make_eval_env=make_validation_env)
+    callbacks.callbacks.append(TqdmProgressCallback(total_timesteps=config.train.total_timesteps, initial=steps_done))
     remaining = max(config.train.total_timesteps - steps_done, 0)
     started = time.perf_counter()
-    model.learn(total_timesteps=remaining, callback=CallbackList(callbacks), reset_num_timesteps=not resume)
+    model.learn(total_timesteps=remaining, callback=callbacks, reset_num_timesteps=not resume)
     wall_seconds = time.perf_counter() - started
     model.save(run_dir / "final_model.zip")
-    if not (run_dir / "best_model.zip").is_file():
-        model.save(run_dir / "best_model.zip")
     vec_env.close()
-    best_metric_path = run_dir / "best_metric.json"
+    best_metric_path = run_dir / "best" / "best_metric.json"
     summary = {
         "timesteps": int(model.num_timesteps),
         "timesteps_this_session": int(model.num_timesteps) - steps_done,

@@ -1,0 +1,505 @@
+"""Typed experiment configuration: extractor, PPO, environment and training settings.
+
+A run is described by one :class:`ExperimentConfig`, read from YAML with :func:`load_config`
+(unknown keys are rejected by their dotted name, values are type-checked) and written back
+with :meth:`ExperimentConfig.to_dict` as the run's resolved configuration (JSON). Presets
+live in ``experiments/configs/`` (``cpu-small.yaml``, ``gpu-full.yaml``).
+
+This module imports neither torch nor SB3, so reading a config is fast.
+
+YAML layout::
+
+    name: cpu-small
+    env:       {data, split, context, reward, regime_source, fee_rate, max_leverage,
+                episode_length, risk, market_seed}
+    extractor: {d_model, n_layers, n_heads, dim_feedforward, dropout, pooling}
+    ppo:       {learning_rate, n_steps, batch_size, n_epochs, gamma, gae_lambda, clip_range,
+                ent_coef, vf_coef, max_grad_norm, target_kl, device, net_arch_pi, net_arch_vf}
+    train:     {seed, total_timesteps, n_envs, vec_env_start_method, eval_freq, eval_episodes,
+                eval_split, validation_metric, checkpoint_freq, collapse_hold_low,
+                collapse_hold_high, collapse_patience, stop_on_collapse, collapse_source,
+                run_name, runs_dir, verbose, torch_threads}
+
+Note: YAML 1.1 reads ``3e-4`` as a string; write floats with a dot (``3.0e-4``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from himari_env.constants import DEFAULT_FEE_RATE
+
+__all__ = [
+    "REGIME_SOURCES",
+    "REWARD_PRESETS",
+    "SPLITS",
+    "VALIDATION_METRICS",
+    "ConfigError",
+    "EnvConfig",
+    "ExperimentConfig",
+    "ExtractorConfig",
+    "PPOConfig",
+    "TrainConfig",
+    "load_config",
+]
+
+REWARD_PRESETS: tuple[str, ...] = ("adaptive", "simple", "opportunity", "sortino", "pnl")
+REGIME_SOURCES: tuple[str, ...] = ("rules", "hmm")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+VALIDATION_METRICS: tuple[str, ...] = ("sharpe", "total_return", "mean_reward")
+POOLINGS: tuple[str, ...] = ("last", "mean")
+START_METHODS: tuple[str, ...] = ("forkserver", "spawn", "fork")
+COLLAPSE_SOURCES: tuple[str, ...] = ("rollout", "eval")
+#: Entropy coefficients the design log found to avoid action collapse (sessions 3 and 13).
+LOG_ENT_COEF_RANGE: tuple[float, float] = (0.05, 0.10)
+
+
+class ConfigError(ValueError):
+    """An invalid configuration: unknown key, wrong type or out-of-range value (named)."""
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _one_of(value: str, allowed: tuple[str, ...], key: str) -> None:
+    _require(value in allowed, key, f"must be one of {list(allowed)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Keyword arguments of ``make_himari_env`` / ``gym.make("HimariBTC-v0")``.
+
+    ``data`` is ``"synthetic"`` or a path to an OHLCV file. ``market_seed`` seeds the
+    synthetic market (passed as the env's ``seed`` keyword): it is the same for every
+    vectorized copy and for the validation env, so all of them see one market.
+    ``episode_length`` is in bars (None: one full pass over the split).
+    """
+
+    data: str = "synthetic"
+    split: str = "train"
+    context: int = 100
+    reward: str = "adaptive"
+    regime_source: str = "rules"
+    fee_rate: float = DEFAULT_FEE_RATE
+    max_leverage: float = 1.0
+    episode_length: int | None = 2048
+    risk: bool = False
+    market_seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(bool(self.data), "env.data", "must be 'synthetic' or a file path")
+        _one_of(self.split, SPLITS, "env.split")
+        _require(self.context >= 1, "env.context", f"must be >= 1 bar, got {self.context}")
+        _one_of(self.reward, REWARD_PRESETS, "env.reward")
+        _one_of(self.regime_source, REGIME_SOURCES, "env.regime_source")
+        _require(
+            0.0 <= self.fee_rate < 1.0, "env.fee_rate", f"must be in [0, 1), got {self.fee_rate}"
+        )
+        _require(
+            self.max_leverage > 0.0, "env.max_leverage", f"must be > 0, got {self.max_leverage}"
+        )
+        _require(
+            self.episode_length is None or self.episode_length >= 1,
+            "env.episode_length",
+            f"must be >= 1 bar or null, got {self.episode_length}",
+        )
+
+    def env_kwargs(self, **overrides: Any) -> dict[str, Any]:
+        """Keyword arguments for the env factory, with ``overrides`` (e.g. ``split="val"``,
+        ``episode_length=None``) applied; an override must name an env keyword."""
+        kwargs: dict[str, Any] = {
+            "data": self.data,
+            "split": self.split,
+            "context": self.context,
+            "reward": self.reward,
+            "regime_source": self.regime_source,
+            "fee_rate": self.fee_rate,
+            "max_leverage": self.max_leverage,
+            "episode_length": self.episode_length,
+            "risk": self.risk,
+            "seed": self.market_seed,
+        }
+        unknown = sorted(set(overrides) - set(kwargs))
+        if unknown:
+            raise ConfigError(f"unknown env keyword(s) {unknown}; known: {sorted(kwargs)}")
+        kwargs.update(overrides)
+        return kwargs
+
+
+@dataclass(frozen=True)
+class ExtractorConfig:
+    """Transformer feature extractor (see :class:`agents.extractor.RegimeTransformerExtractor`).
+
+    The extractor's output is ``[pooled sequence (d_model), regime + position embedding
+    (d_model)]``, so :attr:`features_dim` is ``2 * d_model``. Presets: :meth:`full` (design
+    log model) and :meth:`small` (CPU).
+    """
+
+    d_model: int = 256
+    n_layers: int = 3
+    n_heads: int = 4
+    dim_feedforward: int = 1024
+    dropout: float = 0.0
+    pooling: str = "last"
+
+    def __post_init__(self) -> None:
+        _require(self.d_model >= 1, "extractor.d_model", f"must be >= 1, got {self.d_model}")
+        _require(self.n_layers >= 1, "extractor.n_layers", f"must be >= 1, got {self.n_layers}")
+        _require(self.n_heads >= 1, "extractor.n_heads", f"must be >= 1, got {self.n_heads}")
+        _require(
+            self.d_model % self.n_heads == 0,
+            "extractor.d_model",
+            f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})",
+        )
+        _require(
+            self.dim_feedforward >= 1,
+            "extractor.dim_feedforward",
+            f"must be >= 1, got {self.dim_feedforward}",
+        )
+        _require(
+            0.0 <= self.dropout < 1.0, "extractor.dropout", f"must be in [0, 1), got {self.dropout}"
+        )
+        _one_of(self.pooling, POOLINGS, "extractor.pooling")
+
+    @property
+    def features_dim(self) -> int:
+        """Width of the extractor output (``2 * d_model``)."""
+        return 2 * self.d_model
+
+    def extractor_kwargs(self, *, context: int | None = None) -> dict[str, Any]:
+        """``features_extractor_kwargs`` for SB3 (``context`` checks the observation space)."""
+        return {
+            "d_model": self.d_model,
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "dim_feedforward": self.dim_feedforward,
+            "dropout": self.dropout,
+            "pooling": self.pooling,
+            "context": context,
+        }
+
+    @classmethod
+    def full(cls) -> ExtractorConfig:
+        """The design log's model: 256-wide, 3 layers, 4 heads, features_dim 512."""
+        return cls(d_model=256, n_layers=3, n_heads=4, dim_feedforward=1024, dropout=0.0)
+
+    @classmethod
+    def small(cls) -> ExtractorConfig:
+        """The same code at CPU size: 32-wide, 1 layer, 2 heads, features_dim 64."""
+        return cls(d_model=32, n_layers=1, n_heads=2, dim_feedforward=64, dropout=0.0)
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """Stable-Baselines3 PPO hyperparameters and policy heads.
+
+    ``ent_coef`` defaults to 0.05: the design log saw collapse to always-trade at 0.01 and
+    used 0.05-0.10 afterwards (a value below 0.05 warns). ``target_kl`` None disables early
+    stopping of the epochs. ``net_arch_pi`` / ``net_arch_vf`` are the actor and critic hidden
+    layers on top of the extractor (the log: 512 -> 256 -> 3 and 512 -> 256 -> 1).
+    """
+
+    learning_rate: float = 3.0e-4
+    n_steps: int = 2048
+    batch_size: int = 256
+    n_epochs: int = 10
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    ent_coef: float = 0.05
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    target_kl: float | None = None
+    device: str = "auto"
+    net_arch_pi: tuple[int, ...] = (256,)
+    net_arch_vf: tuple[int, ...] = (256,)
+
+    def __post_init__(self) -> None:
+        _require(
+            self.learning_rate > 0.0, "ppo.learning_rate", f"must be > 0, got {self.learning_rate}"
+        )
+        _require(self.n_steps >= 2, "ppo.n_steps", f"must be >= 2, got {self.n_steps}")
+        _require(self.batch_size >= 2, "ppo.batch_size", f"must be >= 2, got {self.batch_size}")
+        _require(self.n_epochs >= 1, "ppo.n_epochs", f"must be >= 1, got {self.n_epochs}")
+        _require(0.0 < self.gamma <= 1.0, "ppo.gamma", f"must be in (0, 1], got {self.gamma}")
+        _require(
+            0.0 <= self.gae_lambda <= 1.0,
+            "ppo.gae_lambda",
+            f"must be in [0, 1], got {self.gae_lambda}",
+        )
+        _require(self.clip_range > 0.0, "ppo.clip_range", f"must be > 0, got {self.clip_range}")
+        _require(self.ent_coef >= 0.0, "ppo.ent_coef", f"must be >= 0, got {self.ent_coef}")
+        _require(self.vf_coef >= 0.0, "ppo.vf_coef", f"must be >= 0, got {self.vf_coef}")
+        _require(
+            self.max_grad_norm > 0.0, "ppo.max_grad_norm", f"must be > 0, got {self.max_grad_norm}"
+        )
+        _require(
+            self.target_kl is None or self.target_kl > 0.0,
+            "ppo.target_kl",
+            f"must be > 0 or null, got {self.target_kl}",
+        )
+        _require(
+            self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+            "ppo.device",
+            f"must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}",
+        )
+        for key, layers in (
+            ("ppo.net_arch_pi", self.net_arch_pi),
+            ("ppo.net_arch_vf", self.net_arch_vf),
+        ):
+            _require(
+                all(width >= 1 for width in layers),
+                key,
+                f"layer widths must be >= 1, got {list(layers)}",
+            )
+        if self.ent_coef < LOG_ENT_COEF_RANGE[0]:
+            warnings.warn(
+                f"ppo.ent_coef = {self.ent_coef} is below {LOG_ENT_COEF_RANGE[0]}: the design log "
+                "saw the policy collapse to always-trade at 0.01; use 0.05-0.10 unless you are "
+                "studying that collapse",
+                UserWarning,
+                stacklevel=3,
+            )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training loop: seeding, length, vectorization, evaluation, checkpoints, collapse.
+
+    Frequencies are in environment timesteps (summed over the vectorized envs); 0 disables
+    evaluation or checkpoints. The collapse detector warns when the HOLD share is below
+    ``collapse_hold_low`` or above ``collapse_hold_high`` for ``collapse_patience``
+    consecutive checks (rollouts when ``collapse_source = "rollout"``, validation passes
+    when ``"eval"``) and stops training if ``stop_on_collapse``. ``torch_threads`` (None:
+    torch's default) is applied process-wide by :func:`agents.ppo.build_ppo`; the small
+    model on a shared 2-core CPU trains fastest with 1.
+    """
+
+    seed: int = 0
+    total_timesteps: int = 1_000_000
+    n_envs: int = 1
+    vec_env_start_method: str = "forkserver"
+    eval_freq: int = 50_000
+    eval_episodes: int = 1
+    eval_split: str = "val"
+    validation_metric: str = "sharpe"
+    checkpoint_freq: int = 100_000
+    collapse_hold_low: float = 0.01
+    collapse_hold_high: float = 0.99
+    collapse_patience: int = 3
+    stop_on_collapse: bool = False
+    collapse_source: str = "rollout"
+    run_name: str | None = None
+    runs_dir: str = "runs"
+    verbose: int = 1
+    torch_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.seed >= 0, "train.seed", f"must be >= 0, got {self.seed}")
+        _require(
+            self.total_timesteps >= 1,
+            "train.total_timesteps",
+            f"must be >= 1, got {self.total_timesteps}",
+        )
+        _require(self.n_envs >= 1, "train.n_envs", f"must be >= 1, got {self.n_envs}")
+        _one_of(self.vec_env_start_method, START_METHODS, "train.vec_env_start_method")
+        _require(
+            self.eval_freq >= 0,
+            "train.eval_freq",
+            f"must be >= 0 (0 disables), got {self.eval_freq}",
+        )
+        _require(
+            self.eval_episodes >= 1,
+            "train.eval_episodes",
+            f"must be >= 1, got {self.eval_episodes}",
+        )
+        _one_of(self.eval_split, SPLITS, "train.eval_split")
+        _one_of(self.validation_metric, VALIDATION_METRICS, "train.validation_metric")
+        _require(
+            self.checkpoint_freq >= 0,
+            "train.checkpoint_freq",
+            f"must be >= 0 (0 disables), got {self.checkpoint_freq}",
+        )
+        _require(
+            0.0 <= self.collapse_hold_low < self.collapse_hold_high <= 1.0,
+            "train.collapse_hold_low",
+            "need 0 <= collapse_hold_low < collapse_hold_high <= 1, got "
+            f"{self.collapse_hold_low} and {self.collapse_hold_high}",
+        )
+        _require(
+            self.collapse_patience >= 1,
+            "train.collapse_patience",
+            f"must be >= 1, got {self.collapse_patience}",
+        )
+        _one_of(self.collapse_source, COLLAPSE_SOURCES, "train.collapse_source")
+        _require(
+            self.run_name is None or (self.run_name != "" and "/" not in self.run_name),
+            "train.run_name",
+            f"must be a non-empty name without '/', got {self.run_name!r}",
+        )
+        _require(
+            self.verbose in (0, 1, 2), "train.verbose", f"must be 0, 1 or 2, got {self.verbose}"
+        )
+        _require(
+            self.torch_threads is None or self.torch_threads >= 1,
+            "train.torch_threads",
+            f"must be >= 1 or null, got {self.torch_threads}",
+        )
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One training run: ``name`` plus the four sections."""
+
+    name: str = "experiment"
+    env: EnvConfig = field(default_factory=EnvConfig)
+    extractor: ExtractorConfig = field(default_factory=ExtractorConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        _require(
+            bool(self.name) and "/" not in self.name,
+            "name",
+            f"must be a non-empty name without '/', got {self.name!r}",
+        )
+        rollout_size = self.ppo.n_steps * self.train.n_envs
+        _require(
+            rollout_size % self.ppo.batch_size == 0,
+            "ppo.batch_size",
+            f"batch_size ({self.ppo.batch_size}) must divide n_steps * n_envs "
+            f"({self.ppo.n_steps} * {self.train.n_envs} = {rollout_size})",
+        )
+        if self.train.collapse_source == "eval":
+            _require(
+                self.train.eval_freq > 0,
+                "train.collapse_source",
+                "'eval' needs validation passes: set train.eval_freq > 0",
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved configuration as plain JSON/YAML types (tuples become lists)."""
+        return _plain(dataclasses.asdict(self))
+
+    def resolved_run_name(self, now: datetime | None = None) -> str:
+        """``train.run_name`` when set, else ``<name>_seed<seed>_<UTC YYYYmmdd-HHMMSS>``."""
+        if self.train.run_name is not None:
+            return self.train.run_name
+        stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
+        return f"{self.name}_seed{self.train.seed}_{stamp}"
+
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any], *, source: str = "<dict>") -> ExperimentConfig:
+        """Build from a mapping with the YAML layout; unknown keys and wrong types raise
+        :class:`ConfigError` naming ``source`` and the dotted key."""
+        try:
+            return _build(cls, document, prefix="")
+        except ConfigError as error:
+            raise ConfigError(f"{source}: {error}") from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read an :class:`ExperimentConfig` from a YAML file.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    ConfigError
+        On YAML syntax errors, unknown keys (named, with the known ones), wrong types or
+        out-of-range values.
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: invalid YAML: {error}") from None
+    if document is None:
+        document = {}
+    if not isinstance(document, Mapping):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(document).__name__}")
+    return ExperimentConfig.from_dict(document, source=str(path))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _build(cls: type, document: Any, *, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "the top level"
+    if not isinstance(document, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {type(document).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = [str(key) for key in document if key not in known]
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {[prefix + key for key in unknown]}; known keys here: {known}"
+        )
+    values: dict[str, Any] = {}
+    for key, raw in document.items():
+        annotation = hints[key]
+        if dataclasses.is_dataclass(annotation):
+            values[key] = _build(annotation, raw, prefix=f"{prefix}{key}.")
+        else:
+            values[key] = _coerce(raw, annotation, f"{prefix}{key}")
+    return cls(**values)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [option for option in options if option is not type(None)]
+        return _coerce(value, inner, key)
+    if origin is tuple:
+        (item_type, _ellipsis) = typing.get_args(annotation)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} must be a list, got {value!r} ({type(value).__name__})")
+        return tuple(_coerce(item, item_type, f"{key}[{i}]") for i, item in enumerate(value))
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(
+                f"{key} must be true or false, got {value!r} ({type(value).__name__})"
+            )
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r} ({type(value).__name__})")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            hint = " (YAML reads 3e-4 as text: write 3.0e-4)" if isinstance(value, str) else ""
+            raise ConfigError(
+                f"{key} must be a number, got {value!r} ({type(value).__name__}){hint}"
+            )
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be finite, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r} ({type(value).__name__})")
+        return value
+    raise TypeError(
+        f"unsupported config annotation {annotation!r} for {key}"
+    )  # a bug here, not in the YAML

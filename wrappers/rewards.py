@@ -12,7 +12,8 @@ reward. Notation per step at decision bar t (the position ``p`` is held over bar
 Presets:
 
 ``adaptive`` (default, design log session 18)
-    ``norm_pnl = p * r / sigma``; costs as fractions of E:
+    ``norm_pnl = sign(p) * r / sigma`` (the agent's direction is scored; its size is the RSS
+    layer's choice, and the real fee below carries the size); costs as fractions of E:
     ``trade = is_trade * E * (0.40 + 0.40 [HIGH_VOL] + 0.60 [CRISIS] - 0.40 [TRENDING])``,
     ``hold = is_hold * [TRENDING] * 1.00 * E``, ``wrong = is_trade * [p r < 0] * 0.50 * E``,
     ``fee = -(fee_t / equity_t) / sigma`` (the env's real fee, in the same normalized unit).
@@ -240,10 +241,12 @@ class RegimeReward(gym.Wrapper):
         wrong = is_trade and position * next_return < 0.0
         if preset == "adaptive":
             cfg = self.config.adaptive
+            # The agent chooses the direction; the size is the risk layer's. Score the direction.
+            direction = (position > 0.0) - (position < 0.0)
             sigma = self._sigma[t]
             expected_abs = self._expected_abs[t]
             terms = {
-                "norm_pnl": position * next_return / sigma,
+                "norm_pnl": direction * next_return / sigma,
                 "trade_cost": -(cfg.trade_cost_fraction(regime) * expected_abs if is_trade else 0.0),
                 "hold_cost": -(cfg.hold_cost_fraction(regime) * expected_abs if not is_trade else 0.0),
                 "wrong_direction": -(cfg.wrong_direction * expected_abs if wrong else 0.0),

@@ -1,0 +1,96 @@
+"""End to end: a tiny training run writes a complete run folder, and its evaluation report
+matches a recomputation from the saved equity curves."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from agents.config import load_config
+from experiments.evaluate import evaluate_run
+from experiments.train import train
+from himari_env.data import synthesize_market
+from himari_env.metrics import performance_summary
+from tests.conftest import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("e2e")
+    data_path = folder / "market.parquet"
+    synthesize_market(n_bars=3000, seed=11).frame.to_parquet(data_path)
+    config = load_config(REPO_ROOT / "experiments" / "configs" / "cpu-small.yaml")
+    config = dataclasses.replace(
+        config,
+        env=dataclasses.replace(config.env, data=str(data_path), episode_length=128),
+        ppo=dataclasses.replace(config.ppo, n_steps=64, batch_size=64, n_epochs=2),
+        train=dataclasses.replace(config.train, total_timesteps=384, n_envs=1, eval_freq=192,
+                                  checkpoint_freq=128, verbose=0),
+    )
+    train(config, run_dir=folder / "run")
+    return folder / "run"
+
+
+def test_training_writes_config_pipeline_models_and_checkpoints(run_dir):
+    for name in ("config.json", "pipeline/pipeline.json", "pipeline/pipeline_scaler.npz", "risk_config.json",
+                 "final_model.zip", "best/best_model.zip", "best/best_metric.json", "checkpoints/latest.json",
+                 "training_summary.json"):
+        assert (run_dir / name).is_file(), name
+    assert not list(run_dir.rglob("*.pkl"))
+    summary = json.loads((run_dir / "training_summary.json").read_text())
+    assert summary["timesteps"] == 384
+
+
+def test_tensorboard_events_hold_the_per_regime_share_scalars(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    event_files = list((run_dir / "tb").rglob("events.out.tfevents.*"))
+    assert event_files
+    tags = set()
+    for path in event_files:
+        accumulator = EventAccumulator(str(path))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    assert any(tag.startswith("regime/") and tag.endswith("hold_share") for tag in tags), sorted(tags)
+    for tag in ("train/approx_kl", "train/clip_fraction", "train/explained_variance", "train/entropy_loss",
+                "time/fps"):
+        assert tag in tags, tag
+
+
+def test_evaluation_report_matches_a_recomputation_from_the_saved_curves(run_dir):
+    report = evaluate_run(run_dir, split="all")
+    assert set(report["splits"]) == {"train", "val", "test"}
+    for name in ("report.json", "report.md", "equity_test.png", "drawdown_test.png", "actions_by_regime.png"):
+        assert (run_dir / name).is_file(), name
+    stored = json.loads((run_dir / "report.json").read_text())
+    for label in ("train", "test"):
+        with np.load(run_dir / f"equity_{label}.npz", allow_pickle=False) as curves:
+            recomputed = performance_summary(curves["agent_equity"], curves["agent_positions"])
+            for metric, value in recomputed.items():
+                assert stored["splits"][label]["agent"][metric] == pytest.approx(value, rel=1e-12, abs=1e-12)
+            bh = performance_summary(curves["buy_and_hold_equity"], curves["buy_and_hold_positions"])
+            assert stored["splits"][label]["baselines"]["buy_and_hold"]["total_return"] == pytest.approx(bh["total_return"])
+            shares = stored["splits"][label]["actions"]["Overall"]
+            counts = np.bincount(curves["actions"], minlength=3) / len(curves["actions"])
+            assert [shares["HOLD"], shares["LONG"], shares["SHORT"]] == pytest.approx(counts.tolist())
+    assert "HOLD=" in (run_dir / "report.md").read_text()
+
+
+def test_flat_baseline_keeps_equity_and_buy_and_hold_pays_one_fee(run_dir):
+    report = json.loads((run_dir / "report.json").read_text())
+    test = report["splits"]["test"]["baselines"]
+    assert test["flat"]["total_return"] == 0.0 and test["flat"]["trade_count"] == 0
+    assert test["buy_and_hold"]["trade_count"] == 1
+
+
+def test_resume_continues_from_the_latest_checkpoint(run_dir):
+    from agents.config import ExperimentConfig
+
+    config = ExperimentConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, total_timesteps=512))
+    summary = train(config, run_dir=run_dir, resume=True)
+    assert summary["timesteps"] == 512
+    assert summary["timesteps_this_session"] == 512 - 384

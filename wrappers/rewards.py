@@ -222,7 +222,9 @@ class RegimeReward(gym.Wrapper):
         equity_before = self._decision_equity
         observation, base_reward, terminated, truncated, info = self.env.step(action)
         position = info["position"]
-        terms = self._terms(t, position, float(base_reward), info, equity_before)
+        # "+ 0.0" turns the -0.0 of an inactive penalty into 0.0 for readable info.
+        terms = {name: value + 0.0 for name, value in self._terms(t, position, float(base_reward), info,
+                                                                  equity_before).items()}
         reward = math.fsum(terms.values())
         info["reward_terms"] = terms
         info["base_reward"] = float(base_reward)
@@ -247,27 +249,27 @@ class RegimeReward(gym.Wrapper):
             expected_abs = self._expected_abs[t]
             terms = {
                 "norm_pnl": direction * next_return / sigma,
-                "trade_cost": -(cfg.trade_cost_fraction(regime) * expected_abs if is_trade else 0.0),
-                "hold_cost": -(cfg.hold_cost_fraction(regime) * expected_abs if not is_trade else 0.0),
-                "wrong_direction": -(cfg.wrong_direction * expected_abs if wrong else 0.0),
+                "trade_cost": -cfg.trade_cost_fraction(regime) * expected_abs if is_trade else 0.0,
+                "hold_cost": -cfg.hold_cost_fraction(regime) * expected_abs if not is_trade else 0.0,
+                "wrong_direction": -cfg.wrong_direction * expected_abs if wrong else 0.0,
             }
             if cfg.include_fees:
-                terms["fee"] = -(info["fee"] / equity_before) / sigma
+                terms["fee"] = -(info["fee"] / equity_before) / sigma if info["fee"] else 0.0
             return terms
         if preset == "simple":
             cfg_s = self.config.simple
             return {"pnl": cfg_s.pnl_scale * position * next_return,
-                    "trade_cost": -(cfg_s.trade_cost if is_trade else 0.0)}
+                    "trade_cost": -cfg_s.trade_cost if is_trade else 0.0}
         if preset == "opportunity":
             cfg_o = self.config.opportunity
             magnitude = abs(next_return)
             risky = regime in (HIGH_VOL, CRISIS)
             return {
                 "pnl": cfg_o.pnl_scale * position * next_return,
-                "trade_cost": -(cfg_o.trade_cost if is_trade else 0.0),
-                "trending_hold": -(cfg_o.trending_hold_scale * magnitude if (not is_trade and regime == TRENDING) else 0.0),
-                "wrong_direction": -(cfg_o.wrong_scale * magnitude if wrong else 0.0),
-                "risky_wrong": -(cfg_o.risky_wrong_scale * magnitude if (wrong and risky) else 0.0),
+                "trade_cost": -cfg_o.trade_cost if is_trade else 0.0,
+                "trending_hold": -cfg_o.trending_hold_scale * magnitude if (not is_trade and regime == TRENDING) else 0.0,
+                "wrong_direction": -cfg_o.wrong_scale * magnitude if wrong else 0.0,
+                "risky_wrong": -cfg_o.risky_wrong_scale * magnitude if (wrong and risky) else 0.0,
             }
         assert self._sortino is not None
         return self._sortino.step(

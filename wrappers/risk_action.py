@@ -13,8 +13,10 @@ The outermost wrapper of the stack. Each step it reads only causal state:
 ``info`` gains ``"action"`` (0 HOLD / 1 LONG / 2 SHORT), ``"risk"`` (``{method: (size before,
 size after)}`` in pipeline order, multiples of equity), ``"risk_binding"`` (the method that
 cut the size most, ``"none"`` or ``"hold"``) and ``"risk_state"`` (the causal inputs, with
-``None`` for a quantity that has no history yet, and Kelly's informative flag and reason).
-HOLD always sends exactly 0.0.
+``None`` for a quantity that has no history yet, and Kelly's informative flag and reason) and
+``"risk_rebalanced"`` (False when the new size lay inside the no-trade band
+``config.rebalance_band`` around the held position, which was then kept: same direction, size
+within the band, no fee). HOLD always sends exactly 0.0.
 
 Calibration: without a calibrated config the wrapper fits one on the market's ``train`` split
 at construction (about 0.2 s for five years of hours). To evaluate on *unseen* data (another
@@ -38,7 +40,7 @@ from gymnasium import spaces
 
 from himari_env.constants import ACTION_NAMES
 from himari_env.risk.calibration import calibrate_risk
-from himari_env.risk.composer import compose_position
+from himari_env.risk.composer import apply_rebalance_band, compose_position
 from himari_env.risk.config import RiskConfig
 from himari_env.risk.engine import RiskEngine
 
@@ -123,13 +125,16 @@ class RSSRiskAction(gym.Wrapper):
         state = engine.state(t, self._regime, core.drawdown)
         kelly = engine.kelly
         sizing = compose_position(direction, state, engine.config, engine.max_leverage)
-        target = np.array([sizing.position], dtype=np.float32)
+        position, rebalanced = apply_rebalance_band(sizing.position, float(core.position),
+                                                    engine.config.rebalance_band)
+        target = np.array([position], dtype=np.float32)
         observation, reward, terminated, truncated, info = self.env.step(target)
         engine.record_step(core.bar_index, float(core.position), float(core.equity))
         self._regime = int(observation["regime"])
         info["action"] = index
         info["risk"] = sizing.trace()
         info["risk_binding"] = sizing.binding
+        info["risk_rebalanced"] = rebalanced
         info["risk_state"] = {
             "regime": state.regime_id,
             "vol_annualized": _finite_or_none(state.vol_annualized),

@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from himari_env.metrics import performance_summary
-from himari_env.risk.composer import BINDING_HOLD, METHOD_ORDER
+from himari_env.risk.composer import BINDING_HOLD, METHOD_ORDER, apply_rebalance_band
 from himari_env.risk.config import RiskConfig
 from himari_env.risk.engine import RiskEngine
 
@@ -183,7 +183,8 @@ def _risk_backtest(engine: RiskEngine, r: list[float], dirs: list[int], regimes:
     for k, t in enumerate(range(start, stop)):
         sizing = engine.size(dirs[t], t, regimes[t], 1.0 - equity / peak)
         # As through the env: float32 action, then the env's clamp to [-L, L].
-        position = max(-bound, min(bound, float(to_float32(sizing.position))))
+        size, _ = apply_rebalance_band(sizing.position, previous, engine.config.rebalance_band)
+        position = max(-bound, min(bound, float(to_float32(size))))
         turnover = abs(position - previous)
         fee = fee_rate * turnover * equity
         new_equity = (equity - fee) * (1.0 + position * r[t + 1])

@@ -159,3 +159,16 @@ def binding_method(sizes: tuple[float, ...]) -> str:
                 best = name
         before = after
     return best
+
+
+def apply_rebalance_band(size: float, held: float, band: float) -> tuple[float, bool]:
+    """The position to send given the newly computed ``size`` and the ``held`` position.
+
+    Keeps ``held`` (returns ``(held, False)``) while the direction is unchanged and
+    ``|size - held| <= band * |held|``: re-sizing by a few percent every bar as the trailing
+    volatility drifts would pay a fee on each change. Otherwise ``(size, True)``. HOLD
+    (``size == 0``) and direction changes always go through.
+    """
+    if size != 0.0 and held != 0.0 and (size > 0.0) == (held > 0.0) and abs(size - held) <= band * abs(held):
+        return held, False
+    return size, True

@@ -42,6 +42,11 @@ class RiskConfig:
     evt, kelly, vol_target, drawdown_brake, portfolio_var, safe_margin, leverage,
     risk_budget : per-method parameters (H1 .. H8); see each module.
     regime_multipliers : size factor per regime.
+    rebalance_band : float
+        No-trade band, a fraction of the current size: while the direction is unchanged and
+        the newly computed size differs from the held one by at most this fraction, the held
+        position is kept (no turnover, no fee). Without it the vol target re-sizes every bar
+        and the fees on that drift cost more than the sizing gains. 0 disables it.
     fitted_on : dict
         Provenance of the train fit (counts, period); empty before calibration.
     version : int
@@ -57,8 +62,13 @@ class RiskConfig:
     leverage: LeverageParams = field(default_factory=LeverageParams)
     risk_budget: RiskBudgetParams = field(default_factory=RiskBudgetParams)
     regime_multipliers: RegimeMultipliers = field(default_factory=RegimeMultipliers)
+    rebalance_band: float = 0.25
     fitted_on: dict[str, Any] = field(default_factory=dict)
     version: int = RISK_CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.rebalance_band) and 0.0 <= self.rebalance_band < 1.0):
+            raise RiskConfigError(f"rebalance_band must be in [0, 1), got {self.rebalance_band!r}")
 
     @property
     def is_calibrated(self) -> bool:

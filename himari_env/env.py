@@ -236,17 +236,19 @@ class HimariBTCEnv(gym.Env[ObsType, ActType]):
     # -------------------------------------------------------------------- internals
     def _parse_action(self, action: ActType) -> float:
         try:
-            target = float(action[0]) if hasattr(action, "__len__") else float(action)
+            target = float(action.item() if type(action) is np.ndarray else action[0])
         except (TypeError, ValueError, IndexError) as error:
             raise ValueError(
                 f"action must be an array of shape (1,) holding a target position, got {action!r}"
             ) from error
-        if not math.isfinite(target) or abs(target) > self.max_leverage * (1 + 1e-6):
-            raise ValueError(
-                f"action {target!r} is not a finite target position in "
-                f"[-{self.max_leverage}, {self.max_leverage}] (max_leverage)"
-            )
-        return max(-self.max_leverage, min(self.max_leverage, target))
+        limit = self.max_leverage
+        if -limit <= target <= limit:  # the fast path; NaN fails it
+            return target
+        if math.isfinite(target) and abs(target) <= limit * (1 + 1e-6):
+            return limit if target > 0 else -limit  # float32 rounding of a bound
+        raise ValueError(
+            f"action {target!r} is not a finite target position in [-{limit}, {limit}] (max_leverage)"
+        )
 
     def _observation(self) -> ObsType:
         t = self._bar_index

@@ -329,7 +329,7 @@ def run_deterministic_pass(
     ``info["action"]``.
     """
     obs, _ = env.reset(seed=seed)
-    equity = [float(env.unwrapped.equity)]
+    equity = [float(env.unwrapped.equity)]  # type: ignore[attr-defined]  # a HIMARI-like core env
     positions: list[float] = []
     actions: list[int] = []
     regimes: list[int] = []
@@ -344,7 +344,7 @@ def run_deterministic_pass(
                 f"observation regime must be in [0, {N_REGIMES}), got {decision_regime}"
             )
         action, _ = model.predict(obs, deterministic=True)
-        step_action = int(action) if discrete else action
+        step_action: Any = int(action) if discrete else action
         obs, reward, terminated, truncated, info = env.step(step_action)
         done = bool(terminated or truncated)
         equity.append(float(info["equity"]))
@@ -455,7 +455,7 @@ class ValidationCallback(BaseCallback):
             "exposure",
         )
         means = {key: float(np.mean([summary[key] for summary in summaries])) for key in logged}
-        counts = sum(p.action_counts() for p in passes)
+        counts = np.sum([p.action_counts() for p in passes], axis=0)
         shares = action_share_scalars(counts, prefix="eval/")
         hold_share = shares.get("eval/actions/hold_share", 0.0)
         for key, value in means.items():

@@ -458,7 +458,7 @@ def _build(cls: type, document: Any, *, prefix: str) -> Any:
     for key, raw in document.items():
         annotation = hints[key]
         if dataclasses.is_dataclass(annotation):
-            values[key] = _build(annotation, raw, prefix=f"{prefix}{key}.")
+            values[key] = _build(typing.cast(type, annotation), raw, prefix=f"{prefix}{key}.")
         else:
             values[key] = _coerce(raw, annotation, f"{prefix}{key}")
     return cls(**values)

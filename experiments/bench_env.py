@@ -68,9 +68,9 @@ def _build(name: str, n_bars: int, seed: int) -> tuple[Callable[[], Any], Callab
 
         import himari_env  # noqa: F401
 
-        env = gym.make("HimariBTC-v0", data=frame, split="all", episode_length=None,
-                       risk=(name == "himari_stack"))
-        return (lambda: env.reset(seed=seed)), env.step, (lambda rng, k: rng.integers(0, 3, k).tolist())
+        stack = gym.make("HimariBTC-v0", data=frame, split="all", episode_length=None,
+                         risk=(name == "himari_stack"))
+        return (lambda: stack.reset(seed=seed)), stack.step, (lambda rng, k: rng.integers(0, 3, k).tolist())
     if name == "anytrading":
         from gym_anytrading.envs import StocksEnv
 

@@ -258,7 +258,7 @@ def write_report(run_dir: Path, report: dict[str, Any], curves: dict[str, dict[s
     (run_dir / "report.json").write_text(to_json(report))
     (run_dir / "report.md").write_text(format_markdown(report))
     for label, arrays in curves.items():
-        np.savez(run_dir / f"equity_{label}.npz", **arrays)
+        np.savez(run_dir / f"equity_{label}.npz", **arrays)  # type: ignore[arg-type]  # numpy stubs
     plot_report(run_dir, report, curves, {label: prepared for label, prepared, _ in passes})
 
 

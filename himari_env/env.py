@@ -135,7 +135,7 @@ class HimariBTCEnv(gym.Env[ObsType, ActType]):
         max_steps = self.episode_length or n_decisions
         self._equity_curve = np.ones(max_steps + 1, dtype=np.float64)
         self._position_path = np.zeros(max_steps, dtype=np.float64)
-        self._figure = None
+        self._figure: Any = None
 
     # ----------------------------------------------------------------- read-only state
     @property
@@ -328,3 +328,11 @@ class HimariBTCEnv(gym.Env[ObsType, ActType]):
 
             plt.close(self._figure)
             self._figure = None
+
+
+def core_env(env: gym.Env) -> HimariBTCEnv:
+    """The :class:`HimariBTCEnv` under any wrapper stack (a clear error otherwise)."""
+    core = env.unwrapped
+    if not isinstance(core, HimariBTCEnv):
+        raise TypeError(f"expected a HIMARI env stack, got an env whose unwrapped env is {type(core).__name__}")
+    return core

@@ -204,7 +204,7 @@ def prepare_market(
         if cache_path is not None:
             cache_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache_path.with_suffix(f".{os.getpid()}.tmp.npz")
-            np.savez(tmp, **arrays)
+            np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy stubs: **kwargs vs allow_pickle
             os.replace(tmp, cache_path)
 
     feature_names = tuple(str(name) for name in arrays["feature_names"])
@@ -315,6 +315,7 @@ def _hmm_regimes(fitted: FittedPipeline, arrays: dict[str, np.ndarray],
             config=fitted.config, feature_names=fitted.feature_names, feature_mean=fitted.feature_mean,
             feature_std=fitted.feature_std, hmm=hmm, train_period=fitted.train_period,
         )
+    assert fitted.hmm is not None
     probabilities = fitted.hmm.filter_proba(percentiles[first_bar:])
     regimes = np.full(len(percentiles), -1, dtype=np.int8)
     regimes[first_bar:] = np.argmax(probabilities, axis=1).astype(np.int8)

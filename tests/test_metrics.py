@@ -122,5 +122,7 @@ def test_summary_is_finite_and_scale_free(returns: list[float], scale: float) ->
     scaled = metrics.performance_summary(equity * scale, positions)
     assert all(math.isfinite(v) for v in summary.values())
     assert 0.0 <= summary["max_drawdown"] <= 1.0
+    # Returns are recomputed from equity ratios (~1e-16 absolute error each); a tiny downside
+    # return (say -6e-8) turns that into ~1e-9 relative error of the Sortino ratio.
     for key in ("total_return", "sharpe", "sortino", "max_drawdown", "hit_rate"):
-        assert scaled[key] == pytest.approx(summary[key], rel=1e-9, abs=1e-9)
+        assert scaled[key] == pytest.approx(summary[key], rel=1e-6, abs=1e-9)

@@ -15,6 +15,7 @@ import numpy as np
 from gymnasium import spaces
 
 from himari_env.constants import N_REGIMES
+from himari_env.env import core_env
 
 REGIME_SOURCES = ("rules", "hmm")
 
@@ -38,7 +39,8 @@ class RegimeFeatureObservation(gym.ObservationWrapper):
     def __init__(self, env: gym.Env, features: np.ndarray, feature_names: tuple[str, ...],
                  regime_ids: np.ndarray) -> None:
         super().__init__(env)
-        market = env.unwrapped.market
+        self._core = core_env(env)
+        market = self._core.market
         if features.shape[0] != market.n_bars or regime_ids.shape[0] != market.n_bars:
             raise ValueError(
                 f"observation arrays have {features.shape[0]} feature rows and {regime_ids.shape[0]} "
@@ -57,8 +59,9 @@ class RegimeFeatureObservation(gym.ObservationWrapper):
         self._features.flags.writeable = False
         self._regimes = np.asarray(regime_ids).tolist()
         self.feature_names = tuple(feature_names)
-        self._context = env.unwrapped.context
+        self._context = self._core.context
         inner = env.observation_space
+        assert isinstance(inner, spaces.Dict)
         self.observation_space = spaces.Dict(
             {
                 "features": spaces.Box(-np.inf, np.inf, shape=(self._context, len(feature_names)), dtype=np.float32),
@@ -68,7 +71,7 @@ class RegimeFeatureObservation(gym.ObservationWrapper):
         )
 
     def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
-        t = self.env.unwrapped.bar_index
+        t = self._core.bar_index
         return {
             "features": self._features[t - self._context + 1 : t + 1].copy(),
             "regime": self._regimes[t],

@@ -40,6 +40,7 @@ import gymnasium as gym
 import numpy as np
 
 from himari_env.constants import CRISIS, HIGH_VOL, TRENDING
+from himari_env.env import core_env
 
 REWARD_PRESETS = ("adaptive", "simple", "opportunity", "sortino", "pnl")
 
@@ -193,7 +194,7 @@ class RegimeReward(gym.Wrapper):
     def __init__(self, env: gym.Env, config: RewardConfig | None = None) -> None:
         super().__init__(env)
         self.config = config or RewardConfig()
-        market = env.unwrapped.market
+        market = core_env(env).market
         self._returns = market.returns.tolist()
         self._regimes = market.regime_ids.tolist()
         sigma, expected_abs = causal_return_normalizers(

@@ -39,6 +39,7 @@ import numpy as np
 from gymnasium import spaces
 
 from himari_env.constants import ACTION_NAMES
+from himari_env.env import core_env
 from himari_env.risk.calibration import calibrate_risk
 from himari_env.risk.composer import apply_rebalance_band, compose_position
 from himari_env.risk.config import RiskConfig
@@ -86,7 +87,7 @@ class RSSRiskAction(gym.Wrapper):
         return self.engine.config
 
     def _ensure_engine(self) -> RiskEngine:
-        core = self.unwrapped
+        core = core_env(self.env)
         market = core.market
         if self.engine is not None and market is self._market:
             return self.engine
@@ -106,7 +107,7 @@ class RSSRiskAction(gym.Wrapper):
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         observation, info = self.env.reset(**kwargs)
         engine = self._ensure_engine()
-        engine.reset(float(self.unwrapped.equity))
+        engine.reset(float(core_env(self.env).equity))
         self._regime = int(observation["regime"])
         return observation, info
 
@@ -119,7 +120,7 @@ class RSSRiskAction(gym.Wrapper):
             raise ValueError(f"action must be 0 HOLD, 1 LONG or 2 SHORT, got {action!r}")
         engine = self.engine
         assert engine is not None, "call reset() before step()"
-        core = self.unwrapped
+        core = core_env(self.env)
         t = core.bar_index
         direction = _DIRECTIONS[index]
         state = engine.state(t, self._regime, core.drawdown)

@@ -267,7 +267,7 @@ def _draw_regime_chain(
         destination_cdfs.append(np.cumsum(weights).tolist())
 
     start_cdf = np.cumsum(params.stationary_distribution())
-    state = int(min(np.searchsorted(start_cdf, rng.random(), side="right"), N_REGIMES - 1))
+    state = min(int(np.searchsorted(start_cdf, rng.random(), side="right")), N_REGIMES - 1)
     run_states: list[np.ndarray] = []
     run_lengths: list[np.ndarray] = []
     covered = 0

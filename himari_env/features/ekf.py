@@ -377,6 +377,7 @@ def _filter_dense(observations: np.ndarray, config: EKFConfig) -> np.ndarray:
     start = len(transient) + 1
     if start >= n_observations:
         return filtered
+    assert schedule.steady_gain is not None  # start < n_observations: the gain has converged
     gain_level, gain_trend = schedule.steady_gain
     # Steady state x_m = A x_{m-1} + K z_m with A = (I - K H) F; level transfer function
     # b = [k0, k1 - k0], a = [1, k0 + k1 - 2, 1 - k0]. The initial conditions of lfilter's
@@ -690,7 +691,7 @@ def evaluate_denoiser(
         Window of the evaluation-only :func:`centred_trend_proxy`.
     """
     raw, smooth = _check_pair(prices, filtered, ("prices", "filtered"))
-    metrics = {
+    metrics: dict[str, Any] = {
         "smoothness_improvement": smoothness_improvement(raw, smooth),
         "lag_bars": lag_bars(raw, smooth, max_lag),
         "signal_correlation": signal_correlation(raw, smooth),

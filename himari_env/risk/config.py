@@ -166,7 +166,7 @@ def _decode_value(annotation: Any, value: Any, path: str) -> Any:
         non_null = [o for o in options if o is not type(None)]
         return _decode_value(non_null[0], value, path)
     if dataclasses.is_dataclass(annotation):
-        return _decode(annotation, value, path)
+        return _decode(typing.cast(type, annotation), value, path)
     if origin is tuple:
         if not isinstance(value, list):
             raise RiskConfigError(f"{path}: expected a list, got {value!r}")

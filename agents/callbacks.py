@@ -392,6 +392,11 @@ class ValidationCallback(BaseCallback):
         Episodes per evaluation (reset seeds ``seed``, ``seed + 1``, ...).
     collapse_detector : CollapseDetector or None
         Fed the validation HOLD share; its stop request also stops training here.
+    eligible_hold_range : (low, high) or None
+        A pass whose HOLD share lies outside ``[low, high]`` is a collapsed policy (always
+        flat or never flat) and cannot become the best model, however good its metric: an
+        always-HOLD policy has Sharpe 0 and would otherwise win against any policy that
+        trades at a loss. Recorded with ``"eligible": false``. None: every pass is eligible.
     """
 
     def __init__(
@@ -404,9 +409,11 @@ class ValidationCallback(BaseCallback):
         n_episodes: int = 1,
         seed: int = 0,
         collapse_detector: CollapseDetector | None = None,
+        eligible_hold_range: tuple[float, float] | None = (0.01, 0.99),
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose)
+        self.eligible_hold_range = eligible_hold_range
         if metric not in VALIDATION_METRICS:
             raise ValueError(f"metric must be one of {list(VALIDATION_METRICS)}, got {metric!r}")
         if eval_freq < 1:
@@ -464,7 +471,10 @@ class ValidationCallback(BaseCallback):
             self.logger.record(key, value)
 
         value = means[self.metric]
-        improved = math.isfinite(value) and value > self.best_value
+        eligible = self.eligible_hold_range is None or (
+            self.eligible_hold_range[0] <= hold_share <= self.eligible_hold_range[1]
+        )
+        improved = eligible and math.isfinite(value) and value > self.best_value
         record = {
             "num_timesteps": int(self.num_timesteps),
             "metric": self.metric,
@@ -473,6 +483,7 @@ class ValidationCallback(BaseCallback):
             "means": means,
             "episodes": summaries,
             "action_shares": shares,
+            "eligible": eligible,
             "improved": improved,
         }
         self.history.append(record)
@@ -483,7 +494,7 @@ class ValidationCallback(BaseCallback):
             _write_json(self.best_model_dir / "best_metric.json", record)
         self.logger.record(f"eval/best_{self.metric}", self.best_value)
         if self.verbose > 0:
-            marker = " (new best)" if improved else ""
+            marker = " (new best)" if improved else ("" if eligible else " (collapsed: not eligible)")
             print(
                 f"eval at {self.num_timesteps:,} steps: {self.metric} = {value:.4f}, HOLD {hold_share:.1%}{marker}"
             )
@@ -618,6 +629,7 @@ def make_training_callbacks(
                 n_episodes=train.eval_episodes,
                 seed=train.seed,
                 collapse_detector=detector if train.collapse_source == "eval" else None,
+                eligible_hold_range=(train.collapse_hold_low, train.collapse_hold_high),
                 verbose=train.verbose,
             )
         )

@@ -212,7 +212,7 @@ def test_validation_saves_the_best_model_and_logs_eval_scalars(tmp_path: Path) -
     assert [record["num_timesteps"] for record in history] == [64, 128, 192]
     best = json.loads((tmp_path / "best" / "best_metric.json").read_text(encoding="utf-8"))
     assert best["metric"] == "sharpe"
-    assert best["value"] == max(record["value"] for record in history)
+    assert best["value"] == max(record["value"] for record in history if record["eligible"])
 
     # The saved best model reproduces its validation Sharpe exactly.
     reloaded = PPO.load(tmp_path / "best" / "best_model.zip", device="cpu")
@@ -233,6 +233,23 @@ def test_validation_saves_the_best_model_and_logs_eval_scalars(tmp_path: Path) -
         "reward_terms/pnl",
     ):
         assert column in header
+
+
+def test_a_collapsed_validation_pass_cannot_become_the_best_model(tmp_path: Path) -> None:
+    # With an eligible HOLD range of [99.9 %, 100 %], the untrained (mixed) policy counts as
+    # collapsed-the-other-way: its passes are recorded but none is saved as the best model.
+    model = build_ppo(DummyVecEnv([TinyRegimeEnv]), tiny_config(), tensorboard_log=None, seed=2)
+    validation = ValidationCallback(
+        lambda: TinyRegimeEnv(episode_length=40, market_seed=1),
+        eval_freq=64,
+        best_model_dir=tmp_path / "best",
+        eligible_hold_range=(0.999, 1.0),
+    )
+    model.learn(total_timesteps=128, callback=CallbackList([RegimeActionStatsCallback(), validation]))
+    history = json.loads((tmp_path / "best" / "evaluations.json").read_text(encoding="utf-8"))
+    assert len(history) == 2
+    assert all(not record["eligible"] and not record["improved"] for record in history)
+    assert not (tmp_path / "best" / "best_model.zip").exists()
 
 
 def test_validation_metric_must_be_known() -> None:

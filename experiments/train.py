@@ -156,7 +156,11 @@ def run_from_args(args: argparse.Namespace) -> int:
                            n_envs=args.n_envs)
         run_dir = Path(args.run_dir) if args.run_dir else Path(config.train.runs_dir) / config.resolved_run_name()
     summary = train(config, run_dir=run_dir, resume=bool(args.resume))
-    print(json.dumps(summary, indent=2))
+    best = summary["best_validation"]
+    compact = {key: value for key, value in summary.items() if key != "best_validation"}
+    if best is not None:
+        compact["best_validation"] = {key: best[key] for key in ("num_timesteps", "metric", "value", "hold_share")}
+    print(json.dumps(compact, indent=2))
     print(f"run folder: {run_dir}\nnext: himari evaluate {run_dir}   |   tensorboard --logdir {run_dir / 'tb'}")
     return 0
 

@@ -152,14 +152,6 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("HIMARI_CACHE_DIR", Path(tempfile.gettempdir()) / "himari-cache"))
 
 
-def fit_pipeline(frame: pd.DataFrame, config: PipelineConfig | None = None) -> FittedPipeline:
-    """Fit the scaler (and the HMM when ``config.fit_hmm``) on the train rows of ``frame``."""
-    config = config or PipelineConfig()
-    prepared = prepare_market(frame, config=config)
-    assert prepared.pipeline is not None
-    return prepared.pipeline
-
-
 def prepare_market(
     frame: pd.DataFrame,
     *,

@@ -199,3 +199,15 @@ def test_sb3_subproc_vec_env_works(frame, tmp_path):
     _, rewards, _, _ = vec.step(np.array([0, 1]))
     assert np.isfinite(rewards).all()
     vec.close()
+
+
+@pytest.mark.parametrize("preset", ["adaptive", "simple", "opportunity", "sortino", "pnl"])
+def test_every_reward_preset_runs_in_the_full_stack_with_finite_terms(prepared, preset):
+    env = make_himari_env(prepared, context=16, episode_length=200, reward=preset)
+    env.reset(seed=0)
+    for action in np.random.default_rng(0).integers(0, 3, 200):
+        _, reward, terminated, truncated, info = env.step(int(action))
+        assert np.isfinite(reward)
+        assert reward == pytest.approx(sum(info["reward_terms"].values()))
+        if terminated or truncated:
+            break

@@ -7,6 +7,7 @@ import dataclasses
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from agents.config import load_config
@@ -15,6 +16,7 @@ from experiments.train import train
 from himari_env.data import synthesize_market
 from himari_env.metrics import performance_summary
 from tests.conftest import REPO_ROOT
+from wrappers.stack import load_frame
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +96,26 @@ def test_resume_continues_from_the_latest_checkpoint(run_dir):
     summary = train(config, run_dir=run_dir, resume=True)
     assert summary["timesteps"] == 512
     assert summary["timesteps_this_session"] == 512 - 384
+
+
+def test_unseen_data_is_evaluated_with_the_runs_fitted_pipeline(run_dir, tmp_path):
+    config = json.loads((run_dir / "config.json").read_text())
+    in_sample = load_frame(config["env"]["data"])
+    later = synthesize_market(n_bars=2000, seed=12, start=in_sample.index[-1] + pd.Timedelta(hours=1)).frame
+    unseen_path = tmp_path / "later.parquet"
+    later.to_parquet(unseen_path)
+    report = evaluate_run(run_dir, split="unseen", data=str(unseen_path), write=False)
+    assert set(report["splits"]) == {"train", "test", "unseen"}
+    unseen = report["splits"]["unseen"]
+    assert unseen["period"][0] > report["splits"]["test"]["period"][1]
+    assert unseen["agent"]["n_bars"] > 1000
+    assert "unseen" in report["hold_table"]["Overall"]
+
+
+def test_unseen_data_overlapping_the_training_data_is_refused(run_dir, tmp_path):
+    config = json.loads((run_dir / "config.json").read_text())
+    overlapping = load_frame(config["env"]["data"]).iloc[-1500:]
+    path = tmp_path / "overlap.parquet"
+    overlapping.to_parquet(path)
+    with pytest.raises(ValueError, match="not after the training data"):
+        evaluate_run(run_dir, split="unseen", data=str(path), write=False)

@@ -57,15 +57,17 @@ def prepare(
     synthetic_bars: int = SYNTHETIC_BARS,
 ) -> PreparedMarket:
     """Prepare (and memoize in this process) the market for ``data``."""
-    if isinstance(pipeline, str | Path):
-        pipeline = FittedPipeline.load(pipeline)
     key = None
     if not isinstance(data, pd.DataFrame):
-        key = (str(data), seed, synthetic_bars, id(pipeline) if pipeline is not None else None,
+        # A pipeline folder is named by its path; an in-memory pipeline by its identity.
+        pipeline_key = str(Path(pipeline).resolve()) if isinstance(pipeline, str | Path) else id(pipeline)
+        key = (str(data), seed, synthetic_bars, pipeline_key if pipeline is not None else None,
                repr(pipeline_config))
         if key in _PREPARED:
             _PREPARED.move_to_end(key)
             return _PREPARED[key]
+    if isinstance(pipeline, str | Path):
+        pipeline = FittedPipeline.load(pipeline)
     frame = load_frame(data, seed=seed, synthetic_bars=synthetic_bars)
     prepared = prepare_market(frame, config=pipeline_config, pipeline=pipeline)
     if key is not None:

@@ -65,12 +65,19 @@ class _EnvFactory:
         return thunk
 
 
-def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False) -> dict[str, Any]:
-    """Run (or resume) training into ``run_dir``; returns the training summary."""
+def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, fold: int | None = None,
+          tag: str | None = None, ledger: str | Path | None = None) -> dict[str, Any]:
+    """Run (or resume) training into ``run_dir``; returns the training summary.
+
+    Every finished run appends one line to the trials ledger (:mod:`experiments.ledger`):
+    ``ledger`` when given, else ``$HIMARI_LEDGER`` or ``<train.runs_dir>/ledger.jsonl``.
+    ``fold`` and ``tag`` are recorded there (walk-forward fold index, tuning study...).
+    """
     import torch
 
     from agents.callbacks import latest_checkpoint, make_training_callbacks
     from agents.ppo import build_ppo, count_parameters, load_ppo, make_vec_env_from_config
+    from experiments.ledger import ledger_path, record_training
     from experiments.progress import TqdmProgressCallback
     from himari_env.pipeline import PipelineConfig, prepare_market
     from wrappers.stack import load_frame, make_himari_env
@@ -131,6 +138,13 @@ def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False) -> d
         "best_validation": json.loads(best_metric_path.read_text()) if best_metric_path.is_file() else None,
     }
     (run_dir / "training_summary.json").write_text(json.dumps(summary, indent=2))
+    best = summary["best_validation"]
+    record_training(
+        Path(ledger) if ledger is not None else ledger_path(config.train.runs_dir),
+        run_dir=run_dir, config=config.to_dict(), seed=config.train.seed, timesteps=summary["timesteps"],
+        validation=None if best is None else {key: best.get(key) for key in ("metric", "value", "num_timesteps")},
+        fold=fold, tag=tag,
+    )
     return summary
 
 

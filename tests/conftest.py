@@ -18,3 +18,10 @@ def real_data_path() -> Path:
     if not REAL_DATA_PATH.is_file():
         pytest.skip(f"real data file not found at {REAL_DATA_PATH}")
     return REAL_DATA_PATH
+
+
+@pytest.fixture(autouse=True)
+def _isolated_ledger(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training in tests writes its trials-ledger lines to a temporary file, never to runs/."""
+    if "HIMARI_LEDGER" not in os.environ or not os.environ["HIMARI_LEDGER"].startswith(str(tmp_path_factory.getbasetemp())):
+        monkeypatch.setenv("HIMARI_LEDGER", str(tmp_path_factory.mktemp("ledger") / "ledger.jsonl"))

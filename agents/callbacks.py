@@ -293,10 +293,11 @@ class PolicyPass:
 
     Attributes
     ----------
-    equity : float64 (n + 1,)
-        Equity before the first step, then after each step (after fees).
-    positions : float64 (n,)
-        Target weight held over each step (``info["position"]``).
+    equity : float64 (bars + 1,)
+        Equity before the first bar, then after each bar (after fees), from the core env
+        (one step may span several bars with a decision interval).
+    positions : float64 (bars,)
+        Target weight held over each bar.
     actions : int64 (n,)
         Agent actions (0 HOLD, 1 LONG, 2 SHORT).
     regimes : int64 (n,)
@@ -352,6 +353,12 @@ def run_deterministic_pass(
         actions.append(step_action if discrete else _read_int(info, "action", N_ACTIONS, 0))
         regimes.append(decision_regime)
         rewards.append(float(reward))
+    core = env.unwrapped
+    if hasattr(core, "episode_equity"):
+        # Bar by bar from the core env: with a decision interval a step spans several bars,
+        # and metrics are annualized per bar.
+        equity = core.episode_equity().tolist()  # type: ignore[attr-defined]
+        positions = core.episode_positions().tolist()  # type: ignore[attr-defined]
     return PolicyPass(
         equity=np.asarray(equity, dtype=np.float64),
         positions=np.asarray(positions, dtype=np.float64),

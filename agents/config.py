@@ -54,7 +54,7 @@ __all__ = [
     "load_config",
 ]
 
-REWARD_PRESETS: tuple[str, ...] = ("adaptive", "simple", "opportunity", "sortino", "pnl")
+REWARD_PRESETS: tuple[str, ...] = ("adaptive", "adaptive-log", "simple", "opportunity", "sortino", "pnl")
 REGIME_SOURCES: tuple[str, ...] = ("rules", "hmm")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 VALIDATION_METRICS: tuple[str, ...] = ("sharpe", "total_return", "mean_reward")
@@ -98,9 +98,16 @@ class EnvConfig:
     episode_length: int | None = 2048
     risk: bool = False
     market_seed: int = 0
+    decision_interval: int = 1
+    split_fractions: tuple[float, ...] = (0.6, 0.2, 0.2)
 
     def __post_init__(self) -> None:
-        _require(bool(self.data), "env.data", "must be 'synthetic' or a file path")
+        _require(bool(self.data), "env.data", "must be 'synthetic', 'planted' or a file path")
+        _require(len(self.split_fractions) == 3 and all(f > 0 for f in self.split_fractions)
+                 and abs(sum(self.split_fractions) - 1.0) < 1e-9, "env.split_fractions",
+                 f"must be three positive train/val/test fractions summing to 1, got {self.split_fractions}")
+        _require(self.decision_interval >= 1, "env.decision_interval",
+                 f"must be >= 1 bar per decision, got {self.decision_interval}")
         _one_of(self.split, SPLITS, "env.split")
         _require(self.context >= 1, "env.context", f"must be >= 1 bar, got {self.context}")
         _one_of(self.reward, REWARD_PRESETS, "env.reward")
@@ -131,6 +138,7 @@ class EnvConfig:
             "episode_length": self.episode_length,
             "risk": self.risk,
             "seed": self.market_seed,
+            "decision_interval": self.decision_interval,
         }
         unknown = sorted(set(overrides) - set(kwargs))
         if unknown:

@@ -29,11 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from himari_env.constants import ACTION_NAMES, HOLD, LONG, REGIME_NAMES, SHORT
-from himari_env.metrics import performance_summary
+from experiments.baselines import build_baselines
+from experiments.scoreboard import passes_for_curves, score_pass
+from himari_env.constants import ACTION_NAMES, REGIME_NAMES
 
-MOMENTUM_LOOKBACK_BARS = 24
-BASELINES = ("buy_and_hold", "flat", "momentum", "random")
+#: Baselines whose equity curves are kept in ``equity_<split>.npz`` and plotted.
+CURVE_BASELINES = ("buy_and_hold", "flat", "momentum_24_ls", "momentum_168_ls")
 
 
 @dataclass
@@ -103,29 +104,6 @@ def format_action_distribution(table: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def momentum_action(close: np.ndarray, bar: int) -> int:
-    if bar < MOMENTUM_LOOKBACK_BARS:
-        return HOLD
-    return LONG if close[bar] > close[bar - MOMENTUM_LOOKBACK_BARS] else SHORT
-
-
-def evaluate_baselines(make_env: Any, *, seed: int) -> dict[str, PassRecord]:
-    records = {}
-    env = make_env(risk=False)
-    close = env.unwrapped.market.close
-    rng = np.random.default_rng(seed)
-    policies = {
-        "buy_and_hold": lambda obs, bar: LONG,
-        "flat": lambda obs, bar: HOLD,
-        "momentum": lambda obs, bar: momentum_action(close, bar),
-        "random": lambda obs, bar: int(rng.integers(0, 3)),
-    }
-    for name, policy in policies.items():
-        records[name] = run_pass(env, policy, seed=seed)
-    env.close()
-    return records
-
-
 def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None = None,
                  model_name: str = "best/best_model.zip", write: bool = True) -> dict[str, Any]:
     """Evaluate the run in ``run_dir``; see the module docstring. Returns the report dict."""
@@ -147,8 +125,8 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
             raise FileNotFoundError(f"no {model_name} and no final_model.zip in {run_dir}")
         print(f"note: {model_path} not found (no validation pass ran?); evaluating final_model.zip", file=sys.stderr)
         model_path = fallback
-    if split not in ("test", "unseen", "all"):
-        raise ValueError(f"--split must be test, unseen or all, got {split!r}")
+    if split not in ("val", "test", "unseen", "all"):
+        raise ValueError(f"--split must be val, test, unseen or all, got {split!r}")
     if split == "unseen" and data is None:
         raise ValueError("--split unseen needs --data PATH: a file with bars after the training data")
 
@@ -157,6 +135,8 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
     passes: list[tuple[str, Any, str]] = [("train", in_sample, "train"), ("test", in_sample, "test")]
     if split == "all":
         passes.insert(1, ("val", in_sample, "val"))
+    if split == "val":
+        passes = [("train", in_sample, "train"), ("val", in_sample, "val")]
     if data is not None and split != "unseen":
         raise ValueError("--data is only used with --split unseen (the in-sample data come from the run's config)")
     if split == "unseen":
@@ -188,19 +168,42 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
     report: dict[str, Any] = {"run_dir": str(run_dir), "model": model_path.name, "data": config.env.data,
                               "unseen_data": data, "fee_rate": config.env.fee_rate, "splits": {}}
     curves: dict[str, dict[str, np.ndarray]] = {}
+    risk_config = None
+    if config.env.risk:
+        from himari_env.risk import RiskConfig
+
+        risk_config = RiskConfig.load(run_dir / "risk_config.json")
+    trial_sharpes, ledger_file = _ledger_trials(run_dir, config)
+    planted = _planted(config)
+    baseline_sets: dict[int, Any] = {}
+    supervised_fit: Any = True
     for label, prepared, split_name in passes:
         env = make_env(prepared, split_name)
         agent = run_pass(env, agent_policy, seed=config.train.seed)
         env.close()
-        baselines = evaluate_baselines(
-            lambda prepared=prepared, split_name=split_name, **o: make_env(prepared, split_name, **o),
-            seed=config.train.seed,
-        )
+        regime_ids = prepared.regime_ids[config.env.regime_source]
+        if id(prepared) not in baseline_sets:
+            # Fitted baselines are fitted on the in-sample train split only and applied as they
+            # are to unseen data.
+            baseline_sets[id(prepared)] = build_baselines(
+                prepared, regime_ids=regime_ids, risk_config=risk_config, fee_rate=config.env.fee_rate,
+                max_leverage=config.env.max_leverage, seed=config.train.seed, supervised=supervised_fit,
+                planted=planted if prepared is in_sample else None)
+            supervised_fit = baseline_sets[id(prepared)].notes.get("supervised_fit", supervised_fit)
+        baselines = baseline_sets[id(prepared)]
+        start = int(agent.bar_indices[0])
+        scores = score_pass(agent.equity, agent.positions, prepared=prepared, baselines=baselines, start=start,
+                            regime_ids=regime_ids, risk_config=risk_config, fee_rate=config.env.fee_rate,
+                            max_leverage=config.env.max_leverage, trial_sharpes=trial_sharpes,
+                            seed=config.train.seed)
         timestamps = prepared.market.timestamps
+        steps = agent.positions.size
         section = {
-            "period": [str(timestamps[agent.bar_indices[0]]), str(timestamps[agent.bar_indices[-1] + 1])],
-            "agent": performance_summary(agent.equity, agent.positions) | {"mean_reward": agent.mean_reward},
-            "baselines": {name: performance_summary(r.equity, r.positions) for name, r in baselines.items()},
+            "period": [str(timestamps[start]), str(timestamps[start + steps])],
+            "agent": scores["agent"] | {"mean_reward": agent.mean_reward},
+            "baselines": scores["baselines"],
+            "best_baseline": scores["best_baseline"],
+            "significance": scores["significance"],
             "actions": action_distribution(agent.actions, agent.regimes),
             "reward_terms": agent.reward_terms,
             "regime_shares": {REGIME_NAMES[i]: float(np.mean(agent.regimes == i)) for i in range(len(REGIME_NAMES))},
@@ -208,13 +211,48 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
         report["splits"][label] = section
         curves[label] = {"agent_equity": agent.equity, "agent_positions": agent.positions,
                          "bar_indices": agent.bar_indices, "regimes": agent.regimes, "actions": agent.actions}
-        for name, record in baselines.items():
+        for name, record in passes_for_curves(baselines, prepared, start=start, steps=steps, regime_ids=regime_ids,
+                                              risk_config=risk_config, fee_rate=config.env.fee_rate,
+                                              max_leverage=config.env.max_leverage, names=CURVE_BASELINES).items():
             curves[label][f"{name}_equity"] = record.equity
             curves[label][f"{name}_positions"] = record.positions
+        # The plots' historical names: "momentum" is the 24-bar long/short rule.
+        curves[label]["momentum_equity"] = curves[label]["momentum_24_ls_equity"]
+        curves[label]["momentum_positions"] = curves[label]["momentum_24_ls_positions"]
+        if "supervised_hgb" in baselines.notes:
+            report["supervised_hgb"] = baselines.notes["supervised_hgb"]
+        if label in ("test", "unseen") and write:
+            from experiments.ledger import record_test_look
+
+            record_test_look(ledger_file, run_dir=run_dir, config=config.to_dict(), split=label,
+                             sharpe=section["agent"]["sharpe"])
+    report["ledger"] = {"path": str(ledger_file), "trials": len(trial_sharpes)}
     report["hold_table"] = hold_table(report)
     if write:
         write_report(run_dir, report, curves, passes)
     return report
+
+
+def _ledger_trials(run_dir: Path, config: Any) -> tuple[list[float], Path]:
+    """The validation Sharpe of every training run in the run's ledger, and that ledger."""
+    from experiments.ledger import ledger_path, read_ledger, trial_validation_sharpes
+
+    summary_path = run_dir / "training_summary.json"
+    ledger_file = None
+    if summary_path.is_file():
+        ledger_file = json.loads(summary_path.read_text()).get("ledger")
+    path = Path(ledger_file) if ledger_file else ledger_path(config.train.runs_dir)
+    return trial_validation_sharpes(read_ledger(path)), path
+
+
+def _planted(config: Any) -> Any | None:
+    """The planted market (for the oracle baselines) when the run trained on it, else None."""
+    if config.env.data != "planted":
+        return None
+    from himari_env.data.planted import synthesize_planted_market
+    from wrappers.stack import SYNTHETIC_BARS
+
+    return synthesize_planted_market(SYNTHETIC_BARS, config.env.market_seed)
 
 
 def hold_table(report: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -323,8 +361,10 @@ def plot_report(run_dir: Path, report: dict[str, Any], curves: dict[str, dict[st
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="run folder written by `himari train`")
-    parser.add_argument("--split", default="test", choices=("test", "unseen", "all"),
-                        help="test: train + test passes; all: train, val, test; unseen: train, test and --data")
+    parser.add_argument("--split", default="test", choices=("val", "test", "unseen", "all"),
+                        help="val: train + val (no look at test); test: train + test passes; all: train, val, test; "
+                             "unseen: train, test and --data. Every pass over test or unseen data is recorded in the "
+                             "trials ledger (default: test)")
     parser.add_argument("--data", help="later data (after the training file) for --split unseen")
     parser.add_argument("--model", default="best/best_model.zip", help="model file in the run folder (default: best by validation)")
     parser.add_argument("--json", action="store_true", help="print report.json instead of report.md")

@@ -88,7 +88,8 @@ def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, fold
     risk_config_path = run_dir / "risk_config.json"
     if not (resume and (pipeline_dir / "pipeline.json").is_file()):
         frame = load_frame(config.env.data, seed=config.env.market_seed)
-        prepared = prepare_market(frame, config=PipelineConfig(fit_hmm=config.env.regime_source == "hmm"))
+        prepared = prepare_market(frame, config=PipelineConfig(fit_hmm=config.env.regime_source == "hmm",
+                                                               split_fractions=config.env.split_fractions))
         assert prepared.pipeline is not None
         prepared.pipeline.save(pipeline_dir)
         if config.env.risk:
@@ -136,11 +137,12 @@ def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, fold
         "device": str(model.device),
         "torch_threads": torch.get_num_threads(),
         "best_validation": json.loads(best_metric_path.read_text()) if best_metric_path.is_file() else None,
+        "ledger": str(Path(ledger) if ledger is not None else ledger_path(config.train.runs_dir)),
     }
     (run_dir / "training_summary.json").write_text(json.dumps(summary, indent=2))
     best = summary["best_validation"]
     record_training(
-        Path(ledger) if ledger is not None else ledger_path(config.train.runs_dir),
+        Path(summary["ledger"]),
         run_dir=run_dir, config=config.to_dict(), seed=config.train.seed, timesteps=summary["timesteps"],
         validation=None if best is None else {key: best.get(key) for key in ("metric", "value", "num_timesteps")},
         fold=fold, tag=tag,

@@ -48,9 +48,9 @@ def rollout(env, actions, seed=0):
 
 
 @pytest.mark.parametrize("regime", [LOW_VOL, TRENDING, HIGH_VOL, CRISIS])
-def test_adaptive_terms_equal_the_formula_with_E_units(regime):
+def test_adaptive_log_terms_equal_the_session_18_formula_with_E_units(regime):
     data = market(regimes=np.full(800, regime, dtype=np.int8))
-    env = DiscreteDirection(RegimeReward(HimariBTCEnv(data, context=1, fee_rate=0.0)))
+    env = DiscreteDirection(RegimeReward(HimariBTCEnv(data, context=1, fee_rate=0.0), RewardConfig(preset="adaptive-log")))
     sigma, expected_abs = causal_return_normalizers(data.returns, sigma_window=500, e_window=500)
     actions = [0, 1, 2, 1, 0, 2, 2, 0] * 20
     cfg = AdaptiveCostConfig()
@@ -68,7 +68,7 @@ def test_adaptive_terms_equal_the_formula_with_E_units(regime):
         assert reward == pytest.approx(sum(terms.values()))
 
 
-@pytest.mark.parametrize("preset", ["adaptive", "simple", "opportunity", "pnl"])
+@pytest.mark.parametrize("preset", ["adaptive", "adaptive-log", "simple", "opportunity", "pnl"])
 def test_hold_is_never_rewarded_positively(preset):
     env = DiscreteDirection(RegimeReward(HimariBTCEnv(market(), context=1, fee_rate=0.001),
                                          RewardConfig(preset=preset)))
@@ -76,9 +76,9 @@ def test_hold_is_never_rewarded_positively(preset):
     assert max(rewards) <= 0.0
 
 
-def test_fee_term_is_the_real_fee_in_normalized_units():
+def test_adaptive_log_fee_term_is_the_real_fee_in_normalized_units():
     data = market()
-    env = DiscreteDirection(RegimeReward(HimariBTCEnv(data, context=1, fee_rate=0.001)))
+    env = DiscreteDirection(RegimeReward(HimariBTCEnv(data, context=1, fee_rate=0.001), RewardConfig(preset="adaptive-log")))
     sigma, _ = causal_return_normalizers(data.returns, sigma_window=500, e_window=500)
     (_, first), (_, second) = rollout(env, [1, 1])
     assert first["reward_terms"]["fee"] == pytest.approx(-0.001 / sigma[0])
@@ -132,3 +132,52 @@ def test_bad_reward_config_is_named(kwargs):
 def test_reward_config_rejects_unknown_keys_by_name():
     with pytest.raises(ValueError, match="trade_costt"):
         RewardConfig.from_dict({"adaptive": {"trade_costt": 0.1}})
+
+
+@pytest.mark.parametrize("regime", [LOW_VOL, TRENDING, HIGH_VOL, CRISIS])
+def test_adaptive_is_net_log_return_in_sigma_units_minus_regime_cost_per_unit_turnover(regime):
+    data = market(regimes=np.full(800, regime, dtype=np.int8))
+    env = DiscreteDirection(RegimeReward(HimariBTCEnv(data, context=1, fee_rate=0.001)))
+    sigma, expected_abs = causal_return_normalizers(data.returns, sigma_window=500, e_window=500)
+    cost = {LOW_VOL: 0.40, TRENDING: 0.0, HIGH_VOL: 0.80, CRISIS: 1.00}[regime]
+    actions = [0, 1, 1, 2, 2, 0, 1, 0] * 20
+    previous = 0.0
+    for step, (reward, info) in enumerate(rollout(env, actions)):
+        t = info["bar_index"] - 1
+        position = (0.0, 1.0, -1.0)[actions[step]]
+        turnover = abs(position - previous)
+        net_log_return = math.log((1 - 0.001 * turnover) * (1 + position * data.returns[t + 1]))
+        terms = info["reward_terms"]
+        assert terms["norm_pnl"] == pytest.approx(net_log_return / sigma[t], rel=1e-9, abs=1e-12)
+        assert -terms["turnover_cost"] == pytest.approx(cost * expected_abs[t] * turnover)
+        assert reward == pytest.approx(sum(terms.values()))
+        previous = position
+
+
+def test_adaptive_does_not_charge_holding_a_position_as_a_trade():
+    data = market(regimes=np.full(800, CRISIS, dtype=np.int8))
+    env = DiscreteDirection(RegimeReward(HimariBTCEnv(data, context=1, fee_rate=0.001)))
+    steps = rollout(env, [1, 1, 1, 2, 2])
+    costs = [info["reward_terms"]["turnover_cost"] for _, info in steps]
+    fees = [info["fee"] for _, info in steps]
+    assert costs[0] < 0 and costs[1] == 0.0 and costs[2] == 0.0 and costs[3] < 0 and costs[4] == 0.0
+    assert fees[1] == fees[2] == fees[4] == 0.0
+    # A flip long -> short is two units of turnover: twice the cost of an entry.
+    _, expected_abs = causal_return_normalizers(data.returns, sigma_window=500, e_window=500)
+    assert costs[3] == pytest.approx(-2 * 1.00 * expected_abs[steps[3][1]["bar_index"] - 1])
+
+
+def test_reward_costs_follow_the_regime_array_the_agent_sees():
+    data = market(regimes=np.full(800, LOW_VOL, dtype=np.int8))
+    observed = np.full(800, CRISIS, dtype=np.int64)
+    env = DiscreteDirection(RegimeReward(HimariBTCEnv(data, context=1, fee_rate=0.0), regime_ids=observed))
+    (_, info), = rollout(env, [1])
+    _, expected_abs = causal_return_normalizers(data.returns, sigma_window=500, e_window=500)
+    assert info["reward_terms"]["turnover_cost"] == pytest.approx(-1.00 * expected_abs[info["bar_index"] - 1])
+    with pytest.raises(ValueError, match="one regime per bar"):
+        RegimeReward(HimariBTCEnv(data, context=1), regime_ids=observed[:10])
+
+
+def test_turnover_costs_reject_negative_values_by_name():
+    with pytest.raises(ValueError, match="crisis"):
+        RewardConfig.from_dict({"turnover_costs": {"crisis": -1.0}})

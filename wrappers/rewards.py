@@ -11,14 +11,28 @@ reward. Notation per step at decision bar t (the position ``p`` is held over bar
 
 Presets:
 
-``adaptive`` (default, design log session 18)
+``adaptive`` (default)
+    The design log's intent (adaptive regime costs in units of E) with an optimum that is a
+    profitable policy, not flatness::
+
+        reward = ln(equity[t+1] / equity[t]) / sigma[t]  -  c(regime[t]) * E[t] * turnover[t]
+
+    The first term is the env's net log return after the real fee, in units of the causal
+    bar volatility (so the size chosen by the risk layer and the fee both count). The second
+    charges the log's regime multipliers *per unit of position change* (``turnover = |p_t -
+    p_{t-1}|``): ``c`` = 0.40 LOW_VOL, 0.00 TRENDING, 0.80 HIGH_VOL, 1.00 CRISIS (the log's
+    effective trade costs: base 0.40, +0.40 HIGH_VOL, +0.60 CRISIS, -0.40 TRENDING). Keeping
+    a LONG or SHORT position for another bar costs nothing; HOLD (flat, no change) earns
+    exactly 0; a policy with an edge earns more than flat in every regime where its edge
+    pays the fee and the regime's switching cost.
+``adaptive-log`` (design log session 18, kept exactly)
     ``norm_pnl = sign(p) * r / sigma`` (the agent's direction is scored; its size is the RSS
     layer's choice, and the real fee below carries the size); costs as fractions of E:
     ``trade = is_trade * E * (0.40 + 0.40 [HIGH_VOL] + 0.60 [CRISIS] - 0.40 [TRENDING])``,
     ``hold = is_hold * [TRENDING] * 1.00 * E``, ``wrong = is_trade * [p r < 0] * 0.50 * E``,
     ``fee = -(fee_t / equity_t) / sigma`` (the env's real fee, in the same normalized unit).
-    Effective (units of E): TRENDING trade 0.00 / hold 1.00; LOW_VOL 0.40 / 0; HIGH_VOL
-    0.80 / 0; CRISIS 1.00 / 0. HOLD is never rewarded positively by construction.
+    Here ``is_trade = p != 0``: every bar in the market is charged as a trade, which makes
+    "flat outside TRENDING" the optimum of any policy without a large edge (see README).
 ``simple`` (session 4)
     ``100 p r - 0.03 is_trade``.
 ``opportunity`` (session 6)
@@ -28,6 +42,9 @@ Presets:
     The calibrated Sortino shaper of :mod:`himari_env.risk.sortino`.
 ``pnl``
     The core env's net log return after fees.
+
+The regime that sets the costs is the regime the agent observes (the stack passes the
+same regime array, labeler or HMM filter, to this wrapper and to the observation).
 """
 
 from __future__ import annotations
@@ -42,7 +59,7 @@ import numpy as np
 from himari_env.constants import CRISIS, HIGH_VOL, TRENDING
 from himari_env.env import core_env
 
-REWARD_PRESETS = ("adaptive", "simple", "opportunity", "sortino", "pnl")
+REWARD_PRESETS = ("adaptive", "adaptive-log", "simple", "opportunity", "sortino", "pnl")
 
 
 @dataclass(frozen=True)
@@ -64,6 +81,26 @@ class AdaptiveCostConfig:
 
     def hold_cost_fraction(self, regime: int) -> float:
         return self.trending_hold_cost if regime == TRENDING else 0.0
+
+
+@dataclass(frozen=True)
+class TurnoverCostConfig:
+    """The default ``adaptive`` preset: regime costs per unit of turnover, in units of E."""
+
+    low_vol: float = 0.40
+    trending: float = 0.00
+    high_vol: float = 0.80
+    crisis: float = 1.00
+
+    def __post_init__(self) -> None:
+        for name in ("low_vol", "trending", "high_vol", "crisis"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0.0):
+                raise ValueError(f"reward turnover cost {name} must be a finite number >= 0, got {value!r}")
+
+    def per_regime(self) -> tuple[float, float, float, float]:
+        """Costs indexed by regime id (0 LOW_VOL, 1 TRENDING, 2 HIGH_VOL, 3 CRISIS)."""
+        return (self.low_vol, self.trending, self.high_vol, self.crisis)
 
 
 @dataclass(frozen=True)
@@ -96,6 +133,7 @@ class RewardConfig:
     preset: str = "adaptive"
     sigma_window: int = 500
     e_window: int = 500
+    turnover_costs: TurnoverCostConfig = field(default_factory=TurnoverCostConfig)
     adaptive: AdaptiveCostConfig = field(default_factory=AdaptiveCostConfig)
     simple: SimpleRewardConfig = field(default_factory=SimpleRewardConfig)
     opportunity: OpportunityRewardConfig = field(default_factory=OpportunityRewardConfig)
@@ -114,7 +152,7 @@ class RewardConfig:
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown reward config keys {sorted(unknown)}; known: {sorted(known)}")
-        nested = {"adaptive": AdaptiveCostConfig, "simple": SimpleRewardConfig,
+        nested = {"adaptive": AdaptiveCostConfig, "turnover_costs": TurnoverCostConfig, "simple": SimpleRewardConfig,
                   "opportunity": OpportunityRewardConfig}
         kwargs = dict(values)
         for key, kind in nested.items():
@@ -186,17 +224,23 @@ class RegimeReward(gym.Wrapper):
     """Replace the core env's reward with one of the design log's reward presets.
 
     Sits directly on the core env (the action it sees is the target position). The regime
-    used for costs is the core env's ``info["regime"]`` at the decision bar (the rules
-    labeler), whatever regime source the observation shows. Normalizers are precomputed
-    over the whole market once (causal: value at t uses returns up to t).
+    used for costs at decision bar t is ``regime_ids[t]``: pass the array the agent observes
+    (the stack passes the labeler's or the HMM filter's, whichever ``regime_source`` is);
+    by default the market's labeler regimes. Normalizers are precomputed over the whole
+    market once (causal: value at t uses returns up to t).
     """
 
-    def __init__(self, env: gym.Env, config: RewardConfig | None = None) -> None:
+    def __init__(self, env: gym.Env, config: RewardConfig | None = None, *,
+                 regime_ids: np.ndarray | None = None) -> None:
         super().__init__(env)
         self.config = config or RewardConfig()
         market = core_env(env).market
         self._returns = market.returns.tolist()
-        self._regimes = market.regime_ids.tolist()
+        regimes = market.regime_ids if regime_ids is None else np.asarray(regime_ids)
+        if regimes.shape != market.returns.shape:
+            raise ValueError(f"regime_ids must have one regime per bar ({market.returns.shape[0]}), got shape {regimes.shape}")
+        self._regimes = regimes.astype(np.int64).tolist()
+        self._turnover_costs = self.config.turnover_costs.per_regime()
         sigma, expected_abs = causal_return_normalizers(
             market.returns, sigma_window=self.config.sigma_window, e_window=self.config.e_window
         )
@@ -240,9 +284,16 @@ class RegimeReward(gym.Wrapper):
             return {"pnl": base_reward}
         next_return = self._returns[t + 1]
         regime = self._regimes[t]
+        if preset == "adaptive":
+            sigma = self._sigma[t]
+            turnover = info["turnover"]
+            return {
+                "norm_pnl": base_reward / sigma,
+                "turnover_cost": -self._turnover_costs[regime] * self._expected_abs[t] * turnover if turnover else 0.0,
+            }
         is_trade = position != 0.0
         wrong = is_trade and position * next_return < 0.0
-        if preset == "adaptive":
+        if preset == "adaptive-log":
             cfg = self.config.adaptive
             # The agent chooses the direction; the size is the risk layer's. Score the direction.
             direction = (position > 0.0) - (position < 0.0)

@@ -7,8 +7,8 @@ The outermost wrapper of the stack. Each step it reads only causal state:
 * the per-market arrays of :class:`~himari_env.risk.engine.RiskEngine` at the current bar
   ``t = unwrapped.bar_index`` (trailing volatility, rolling VaR: returns of bars <= t,
   computed once per market),
-* the unwrapped env's drawdown, and its own episode state (risk budget, Kelly outcome
-  totals), reset with the episode.
+* its own episode state (risk budget, Kelly outcome totals, the drawdown brake's rolling
+  equity peak), reset with the episode.
 
 ``info`` gains ``"action"`` (0 HOLD / 1 LONG / 2 SHORT), ``"risk"`` (``{method: (size before,
 size after)}`` in pipeline order, multiples of equity), ``"risk_binding"`` (the method that
@@ -123,7 +123,7 @@ class RSSRiskAction(gym.Wrapper):
         core = core_env(self.env)
         t = core.bar_index
         direction = _DIRECTIONS[index]
-        state = engine.state(t, self._regime, core.drawdown)
+        state = engine.state(t, self._regime, engine.brake_drawdown())
         kelly = engine.kelly
         sizing = compose_position(direction, state, engine.config, engine.max_leverage)
         position, rebalanced = apply_rebalance_band(sizing.position, float(core.position),

@@ -34,13 +34,19 @@ _PREPARED_MAX = 4
 
 
 def load_frame(data: str | Path | pd.DataFrame, *, seed: int = 0, synthetic_bars: int = SYNTHETIC_BARS) -> pd.DataFrame:
-    """Resolve the ``data`` argument: ``"synthetic"``, a path to any supported file, or a frame."""
+    """Resolve the ``data`` argument: ``"synthetic"``, ``"planted"`` (the synthetic market with
+    a planted trend edge, :mod:`himari_env.data.planted`), a path to any supported file, or a
+    frame."""
     if isinstance(data, pd.DataFrame):
         return data
     if isinstance(data, str) and data == "synthetic":
         from himari_env.data import synthesize_market
 
         return synthesize_market(n_bars=synthetic_bars, seed=seed).frame
+    if isinstance(data, str) and data == "planted":
+        from himari_env.data.planted import synthesize_planted_market
+
+        return synthesize_planted_market(n_bars=synthetic_bars, seed=seed).frame
     if isinstance(data, str | Path):
         from himari_env.data import load_ohlcv
 
@@ -93,6 +99,7 @@ def make_himari_env(
     pipeline: FittedPipeline | str | Path | None = None,
     pipeline_config: PipelineConfig | dict[str, Any] | None = None,
     render_mode: str | None = None,
+    decision_interval: int = 1,
 ) -> gym.Env:
     """Build the full HIMARI stack.
 
@@ -116,6 +123,9 @@ def make_himari_env(
         :class:`~wrappers.actions.DiscreteDirection` (positions 0, +1, -1).
     seed : seed of the synthetic market (the env's own randomness is seeded by ``reset``).
     pipeline : a fitted pipeline (or its folder) to reuse instead of fitting on ``data``.
+    decision_interval : bars per decision (default 1): the outermost
+        :class:`~wrappers.decision.DecisionInterval` holds each action that many bars and
+        sums their rewards; the market, fee and risk layer still step every bar.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -147,7 +157,7 @@ def make_himari_env(
     )
     from wrappers.rewards import RegimeReward
 
-    env = RegimeReward(env, reward_config)
+    env = RegimeReward(env, reward_config, regime_ids=prepared.regime_ids[regime_source])
     env = RegimeFeatureObservation(
         env,
         features=prepared.observation_features,
@@ -160,4 +170,8 @@ def make_himari_env(
         env = RSSRiskAction(env, risk_config)
     else:
         env = DiscreteDirection(env)
+    if decision_interval != 1:
+        from wrappers.decision import DecisionInterval
+
+        env = DecisionInterval(env, decision_interval)
     return env

@@ -337,6 +337,7 @@ def synthesize_market(
     *,
     start: str | pd.Timestamp = "2020-01-01T00:00Z",
     params: SyntheticMarketParams | None = None,
+    extra_log_drift: np.ndarray | None = None,
 ) -> SyntheticMarket:
     """Generate a seeded BTC-like hourly market with known regimes.
 
@@ -352,6 +353,10 @@ def synthesize_market(
     params : SyntheticMarketParams, optional
         Generator parameters; the defaults give BTC-like statistics (hourly std of simple
         returns ~0.7 %, excess kurtosis > 5, persistent |r| autocorrelation).
+    extra_log_drift : float array (n_bars,), optional
+        A drift added to every bar's log return before the price is built (the planted
+        signal of :mod:`himari_env.data.planted`). It draws nothing from the generator's
+        random stream, so the rest of the market is the same as without it.
 
     Returns
     -------
@@ -386,6 +391,11 @@ def synthesize_market(
     h = _garch_multiplier(z, params.garch_alpha, params.garch_beta)
     bar_vol = np.asarray(params.regime_vol, dtype=np.float64)[regime_ids] * np.sqrt(h)
     shock_returns = drift + bar_vol * z
+    if extra_log_drift is not None:
+        extra = np.asarray(extra_log_drift, dtype=np.float64)
+        if extra.shape != (n_bars,) or not np.all(np.isfinite(extra)):
+            raise ValueError(f"extra_log_drift must be {n_bars} finite values, got shape {extra.shape}")
+        shock_returns = shock_returns + extra
 
     # Log price relative to the start: y[t] = (1 - kappa) * y[t-1] + r[t], y[-1] = 0.
     kappa = params.price_reversion_per_bar

@@ -175,13 +175,13 @@ def _risk_backtest(engine: RiskEngine, r: list[float], dirs: list[int], regimes:
     to_float32 = np.float32
     bound = engine.max_leverage
     engine.reset(1.0)
-    equity = peak = 1.0
+    equity = 1.0
     previous = 0.0
     equity_path[0] = 1.0
     bankrupt = False
     k = 0
     for k, t in enumerate(range(start, stop)):
-        sizing = engine.size(dirs[t], t, regimes[t], 1.0 - equity / peak)
+        sizing = engine.size(dirs[t], t, regimes[t], engine.brake_drawdown())
         # As through the env: float32 action, then the env's clamp to [-L, L].
         size, _ = apply_rebalance_band(sizing.position, previous, engine.config.rebalance_band)
         position = max(-bound, min(bound, float(to_float32(size))))
@@ -196,7 +196,6 @@ def _risk_backtest(engine: RiskEngine, r: list[float], dirs: list[int], regimes:
             break
         engine.record_step(t + 1, position, new_equity)
         equity = new_equity
-        peak = max(peak, equity)
         previous = position
         equity_path[k + 1] = equity
     used = k + 1 if steps else 0

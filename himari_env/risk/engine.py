@@ -10,6 +10,8 @@ arithmetic, and (after each step) an O(1) update of the episode state:
   held in the market; the estimate is refreshed after each such step.
 * Risk budget (H8): every ``period_bars`` steps, the sign of ``ln(equity / equity at the
   period start)``.
+* Drawdown brake (H4): the rolling peak of the episode's equity over the brake's
+  ``peak_window_bars`` (:meth:`brake_drawdown`).
 
 Used identically by :class:`wrappers.risk_action.RSSRiskAction` (the gym wrapper) and by
 :func:`himari_env.risk.backtest.run_backtest` (the calibration simulator), so both size
@@ -26,6 +28,7 @@ from numpy.typing import ArrayLike
 from himari_env.constants import BARS_PER_YEAR
 from himari_env.risk.composer import RiskState, Sizing, compose_position
 from himari_env.risk.config import RiskConfig
+from himari_env.risk.drawdown_brake import RollingPeak
 from himari_env.risk.kelly import KellyEstimate, estimate_kelly
 from himari_env.risk.portfolio_var import rolling_historical_var
 from himari_env.risk.risk_budget import update_risk_budget
@@ -100,7 +103,14 @@ class RiskEngine:
         self._total_loss = 0.0
         self._steps = 0
         self._period_start_equity = float(equity)
+        self._equity = float(equity)
+        self._peak = RollingPeak(self.config.drawdown_brake.peak_window_bars)
+        self._peak.reset(float(equity))
         self.kelly: KellyEstimate = estimate_kelly(0, 0, 0.0, 0.0, self.config.kelly)
+
+    def brake_drawdown(self) -> float:
+        """Drawdown of the latest recorded equity from the rolling peak (H4's input)."""
+        return self._peak.drawdown(self._equity)
 
     def state(self, bar_index: int, regime_id: int, drawdown: float) -> RiskState:
         """The causal :class:`RiskState` at decision bar ``bar_index``."""
@@ -136,6 +146,8 @@ class RiskEngine:
                 self._n_wins, self._n_losses, self._total_win, self._total_loss, self.config.kelly
             )
         self._steps += 1
+        self._equity = float(equity)
+        self._peak.push(self._equity)
         budget_cfg = self.config.risk_budget
         if self._steps % budget_cfg.period_bars == 0:
             start = self._period_start_equity

@@ -1,0 +1,323 @@
+"""The scoreboard's baselines: every policy the agent must beat, through the same accounting.
+
+Each baseline is a causal *direction* array over the whole market (``+1`` long, ``0`` flat,
+``-1`` short; the value at bar t uses bars <= t only, and fitted baselines are fitted on the
+train split and tuned on val only). A direction array is traded over a split's decision bars
+by :func:`himari_env.risk.backtest.run_backtest`, which is the env's exact accounting (fee on
+turnover at the close, compounding; a test checks it step by step against the gym stack):
+
+* ``raw``: unit positions (``direction * 1``), no risk layer;
+* ``rss``: sized by the RSS risk layer with the run's calibrated config (same engine, brake,
+  band and regime multipliers as the agent's stack).
+
+Baselines (names as they appear in reports):
+
+``buy_and_hold``, ``vol_target_bh`` (long, sized by the H3 volatility-target rule alone:
+``min(target / trailing vol, max_leverage)``, target from train), ``momentum_{24,168,720}_ls``
+and ``_lf`` (sign of the trailing return, long/short and long/flat), ``ma_cross_ls`` /
+``ma_cross_lf`` (daily-scale moving averages: 20-day vs 50-day SMA of closes, 480 / 1,200
+bars), ``regime_gated`` (long except in HIGH_VOL and CRISIS, the regime the agent observes),
+``supervised_hgb`` (scikit-learn ``HistGradientBoostingClassifier`` on the agent's
+observation features at bar t predicting the sign of the next 24-bar return; fitted on
+train bars whose label ends inside train, the no-trade threshold chosen on val by after-fee
+Sharpe), ``flat``, ``random`` (seeded uniform directions), and on the planted market
+``oracle`` (the Bayes-filter oracle: knows the generating model, not the hidden state nor the
+future) and ``state_oracle`` (knows the hidden drift sign; an upper bound no causal policy
+reaches); see :mod:`himari_env.data.planted`. Neither oracle counts as a baseline to beat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from himari_env.constants import BARS_PER_YEAR, CRISIS, HIGH_VOL
+from himari_env.metrics import performance_summary
+
+MOMENTUM_LOOKBACKS = (24, 168, 720)
+MA_FAST_BARS, MA_SLOW_BARS = 20 * 24, 50 * 24
+SUPERVISED_HORIZON_BARS = 24
+SUPERVISED_THRESHOLDS = (0.0, 0.02, 0.05, 0.10, 0.15)
+#: Baselines whose position is not a direction (they are not re-sized by the RSS layer).
+SIZED_BASELINES = ("vol_target_bh",)
+
+
+def momentum_directions(close: np.ndarray, lookback: int, *, long_short: bool = True) -> np.ndarray:
+    """``sign(close[t] - close[t - lookback])`` (0 before ``lookback`` bars exist or on a tie);
+    with ``long_short=False`` a negative sign is flat instead of short. int8 (n,)."""
+    if lookback < 1:
+        raise ValueError(f"lookback must be >= 1 bar, got {lookback}")
+    prices = np.asarray(close, dtype=np.float64)
+    directions = np.zeros(prices.size, dtype=np.int8)
+    if prices.size > lookback:
+        directions[lookback:] = np.sign(prices[lookback:] - prices[:-lookback]).astype(np.int8)
+    if not long_short:
+        directions[directions < 0] = 0
+    return directions
+
+
+def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
+    out = np.full(values.size, np.nan)
+    if values.size >= window:
+        csum = np.concatenate(([0.0], np.cumsum(values)))
+        out[window - 1:] = (csum[window:] - csum[:-window]) / window
+    return out
+
+
+def ma_cross_directions(close: np.ndarray, fast: int = MA_FAST_BARS, slow: int = MA_SLOW_BARS, *,
+                        long_short: bool = True) -> np.ndarray:
+    """Long when the ``fast``-bar SMA of closes is above the ``slow``-bar SMA, else short
+    (or flat with ``long_short=False``); 0 until ``slow`` bars exist. int8 (n,)."""
+    if not 1 <= fast < slow:
+        raise ValueError(f"need 1 <= fast < slow bars, got fast={fast}, slow={slow}")
+    prices = np.asarray(close, dtype=np.float64)
+    fast_ma, slow_ma = _trailing_mean(prices, fast), _trailing_mean(prices, slow)
+    directions = np.zeros(prices.size, dtype=np.int8)
+    ready = np.isfinite(slow_ma)
+    directions[ready] = np.where(fast_ma[ready] > slow_ma[ready], 1, -1 if long_short else 0)
+    return directions
+
+
+def regime_gated_directions(regime_ids: np.ndarray) -> np.ndarray:
+    """Long except in HIGH_VOL and CRISIS (flat there). int8 (n,)."""
+    regimes = np.asarray(regime_ids)
+    return np.where((regimes == HIGH_VOL) | (regimes == CRISIS), 0, 1).astype(np.int8)
+
+
+def random_directions(n: int, seed: int) -> np.ndarray:
+    """Uniform over {flat, long, short}, seeded. int8 (n,)."""
+    return np.array((0, 1, -1), dtype=np.int8)[np.random.default_rng(seed).integers(0, 3, n)]
+
+
+def vol_target_positions(returns: np.ndarray, risk_config: Any, *, max_leverage: float) -> np.ndarray:
+    """The H3 rule alone on a permanent long: ``min(target / trailing annualized vol,
+    max_leverage)`` with the calibrated target and window (0 before the window fills)."""
+    from himari_env.risk.engine import RiskEngine
+
+    engine = RiskEngine(risk_config, returns, max_leverage=max_leverage)
+    target = float(risk_config.vol_target.target_vol)
+    vol = engine.vol_annualized
+    positions = np.zeros(vol.size)
+    ok = np.isfinite(vol) & (vol > 0)
+    positions[ok] = np.minimum(target / vol[ok], max_leverage)
+    return positions
+
+
+@dataclass
+class SupervisedBaseline:
+    """The fitted supervised baseline (fitted on train, threshold chosen on val).
+
+    ``directions`` are its decisions over the market it was fitted on; apply it to another
+    market (unseen data, prepared with the same fitted pipeline) with :meth:`directions_for`.
+    """
+
+    model: Any
+    threshold: float
+    directions: np.ndarray
+    val_sharpe_by_threshold: dict[str, float] = field(default_factory=dict)
+    train_accuracy: float = 0.0
+
+    def directions_for(self, features: np.ndarray, regime_ids: np.ndarray) -> np.ndarray:
+        """Long when ``P(up) > 0.5 + threshold``, short when ``< 0.5 - threshold``, else flat
+        (also flat where a feature is not finite). int8 (n,)."""
+        probability_up = _predict_up(self.model, features, regime_ids)
+        out = np.zeros(probability_up.size, dtype=np.int8)
+        out[probability_up > 0.5 + self.threshold] = 1
+        out[probability_up < 0.5 - self.threshold] = -1
+        return out
+
+    def notes(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "val_sharpe_by_threshold": self.val_sharpe_by_threshold,
+                "train_accuracy": self.train_accuracy, "horizon_bars": SUPERVISED_HORIZON_BARS}
+
+
+def _supervised_inputs(features: np.ndarray, regime_ids: np.ndarray) -> np.ndarray:
+    return np.column_stack([np.asarray(features, dtype=np.float64), np.asarray(regime_ids, dtype=np.float64)])
+
+
+def _predict_up(model: Any, features: np.ndarray, regime_ids: np.ndarray) -> np.ndarray:
+    inputs = _supervised_inputs(features, regime_ids)
+    probability_up = np.full(inputs.shape[0], 0.5)
+    usable = np.all(np.isfinite(inputs), axis=1)
+    if usable.any():
+        probability_up[usable] = model.predict_proba(inputs[usable])[:, 1]
+    return probability_up
+
+
+def supervised_directions(features: np.ndarray, regime_ids: np.ndarray, close: np.ndarray,
+                          splits: dict[str, slice], *, fee_rate: float, seed: int = 0,
+                          horizon: int = SUPERVISED_HORIZON_BARS) -> SupervisedBaseline:
+    """Fit ``HistGradientBoostingClassifier`` on train, choose the no-trade threshold on val.
+
+    Inputs at bar t: the observation's feature row ``features[t]`` (n, F) and the regime;
+    label: ``close[t + horizon] > close[t]``. Only train bars whose label ends inside the
+    train split are used, so nothing after train is seen by the fit. Direction: long when
+    ``P(up) > 0.5 + threshold``, short when ``< 0.5 - threshold``, else flat; the threshold
+    maximizes the val split's after-fee Sharpe (unit positions).
+    """
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from himari_env.risk.backtest import run_backtest
+
+    inputs = _supervised_inputs(features, regime_ids)
+    prices = np.asarray(close, dtype=np.float64)
+    train = splits["train"]
+    fit_bars = np.arange(train.start, train.stop - horizon)
+    labels = (prices[fit_bars + horizon] > prices[fit_bars]).astype(np.int64)
+    # Strongly regularized: 24-bar labels overlap, so a flexible model memorizes train.
+    model = HistGradientBoostingClassifier(max_iter=100, learning_rate=0.05, max_depth=3, min_samples_leaf=500,
+                                           l2_regularization=1.0, random_state=seed)
+    model.fit(inputs[fit_bars], labels)
+    probability_up = _predict_up(model, features, regime_ids)
+    returns = np.zeros(prices.size)
+    returns[1:] = prices[1:] / prices[:-1] - 1.0
+
+    def directions_for(threshold: float) -> np.ndarray:
+        out = np.zeros(prices.size, dtype=np.int8)
+        out[probability_up > 0.5 + threshold] = 1
+        out[probability_up < 0.5 - threshold] = -1
+        return out
+
+    val = splits["val"]
+    scores = {}
+    for threshold in SUPERVISED_THRESHOLDS:
+        result = run_backtest(returns, directions_for(threshold), np.asarray(regime_ids), start=val.start,
+                              stop=min(val.stop, prices.size - 1), config=None, fee_rate=fee_rate,
+                              max_leverage=1.0)
+        scores[f"{threshold:g}"] = performance_summary(result.equity, result.positions)["sharpe"]
+    best = max(SUPERVISED_THRESHOLDS, key=lambda th: (scores[f"{th:g}"], th))
+    accuracy = float(np.mean(model.predict(inputs[fit_bars]) == labels))
+    return SupervisedBaseline(model, best, directions_for(best), scores, accuracy)
+
+
+@dataclass
+class BaselineSet:
+    """Direction arrays (and the one sized baseline) for one prepared market."""
+
+    directions: dict[str, np.ndarray]
+    positions: dict[str, np.ndarray]
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def build_baselines(prepared: Any, *, regime_ids: np.ndarray, risk_config: Any | None, fee_rate: float,
+                    max_leverage: float, seed: int = 0, supervised: bool | SupervisedBaseline = True,
+                    planted: Any | None = None) -> BaselineSet:
+    """Every baseline for ``prepared`` (a :class:`~himari_env.pipeline.PreparedMarket`).
+
+    ``regime_ids``: the regimes the agent observes (labeler or HMM). ``risk_config``: the
+    run's calibrated config (for ``vol_target_bh``'s target; None skips it). ``supervised``:
+    True fits the supervised baseline on ``prepared``'s train split (threshold on val);
+    a fitted :class:`SupervisedBaseline` is applied as it is (unseen data: never refit);
+    False leaves it out. ``notes["supervised_fit"]`` holds the fitted baseline for reuse.
+    """
+    market = prepared.market
+    close = np.asarray(market.close, dtype=np.float64)
+    n = close.size
+    directions: dict[str, np.ndarray] = {"buy_and_hold": np.ones(n, dtype=np.int8)}
+    for lookback in MOMENTUM_LOOKBACKS:
+        directions[f"momentum_{lookback}_ls"] = momentum_directions(close, lookback, long_short=True)
+        directions[f"momentum_{lookback}_lf"] = momentum_directions(close, lookback, long_short=False)
+    directions["ma_cross_ls"] = ma_cross_directions(close, long_short=True)
+    directions["ma_cross_lf"] = ma_cross_directions(close, long_short=False)
+    directions["regime_gated"] = regime_gated_directions(regime_ids)
+    notes: dict[str, Any] = {}
+    if isinstance(supervised, SupervisedBaseline):
+        directions["supervised_hgb"] = supervised.directions_for(prepared.observation_features, regime_ids)
+        notes["supervised_hgb"] = supervised.notes()
+        notes["supervised_fit"] = supervised
+    elif supervised and "train" in market.splits and "val" in market.splits:
+        fitted = supervised_directions(prepared.observation_features, regime_ids, close, dict(market.splits),
+                                       fee_rate=fee_rate, seed=seed)
+        directions["supervised_hgb"] = fitted.directions
+        notes["supervised_hgb"] = fitted.notes()
+        notes["supervised_fit"] = fitted
+    if planted is not None:
+        from himari_env.data.planted import filter_oracle_positions
+
+        if planted.planted_sign.size != n:
+            raise ValueError(f"planted market has {planted.planted_sign.size} bars, the prepared market {n}")
+        directions["oracle"] = filter_oracle_positions(close, planted.params).astype(np.int8)
+        directions["state_oracle"] = np.asarray(planted.planted_sign, dtype=np.int8)
+    directions["flat"] = np.zeros(n, dtype=np.int8)
+    directions["random"] = random_directions(n, seed)
+    positions = {}
+    if risk_config is not None:
+        positions["vol_target_bh"] = vol_target_positions(market.returns, risk_config, max_leverage=max_leverage)
+    return BaselineSet(directions, positions, notes)
+
+
+def _position_pass(returns: np.ndarray, positions: np.ndarray, start: int, stop: int, fee_rate: float,
+                   max_leverage: float) -> tuple[np.ndarray, np.ndarray]:
+    """Exact accounting of an arbitrary position path (as the env: float32 action, clamp)."""
+    held = np.clip(positions[start:stop].astype(np.float32).astype(np.float64), -max_leverage, max_leverage)
+    previous = np.concatenate(([0.0], held[:-1]))
+    turnover = np.abs(held - previous)
+    growth = (1.0 - fee_rate * turnover) * (1.0 + held * returns[start + 1:stop + 1])
+    equity = np.concatenate(([1.0], np.cumprod(growth)))
+    return equity, held
+
+
+@dataclass
+class BaselinePass:
+    """One baseline over one split: its equity (steps + 1,) and positions (steps,)."""
+
+    equity: np.ndarray
+    positions: np.ndarray
+
+    def summary(self) -> dict[str, Any]:
+        return performance_summary(self.equity, self.positions)
+
+
+def run_baselines(baselines: BaselineSet, prepared: Any, *, start: int, stop: int, regime_ids: np.ndarray,
+                  risk_config: Any | None, fee_rate: float, max_leverage: float) -> dict[str, dict[str, BaselinePass]]:
+    """Trade every baseline over decision bars ``start .. stop - 1``.
+
+    Returns ``{name: {"raw": pass, "rss": pass}}`` (``rss`` only with a risk config, and
+    not for flat, random or the sized ``vol_target_bh``).
+    """
+    from himari_env.risk.backtest import run_backtest
+    from himari_env.risk.engine import RiskEngine
+
+    returns = np.asarray(prepared.market.returns, dtype=np.float64)
+    engine = None if risk_config is None else RiskEngine(risk_config, returns, max_leverage=max_leverage)
+    out: dict[str, dict[str, BaselinePass]] = {}
+    for name, directions in baselines.directions.items():
+        raw = run_backtest(returns, directions, regime_ids, start=start, stop=stop, config=None,
+                           fee_rate=fee_rate, max_leverage=max_leverage)
+        out[name] = {"raw": BaselinePass(raw.equity, raw.positions)}
+        if engine is not None and name not in ("flat", "random"):
+            sized = run_backtest(returns, directions, regime_ids, start=start, stop=stop, config=None,
+                                 fee_rate=fee_rate, max_leverage=max_leverage, engine=engine)
+            out[name]["rss"] = BaselinePass(sized.equity, sized.positions)
+    for name, positions in baselines.positions.items():
+        equity, held = _position_pass(returns, positions, start, stop, fee_rate, max_leverage)
+        out[name] = {"raw": BaselinePass(equity, held)}
+    return out
+
+
+def best_baseline(summaries: dict[str, dict[str, dict[str, Any]]], *, metric: str = "sharpe",
+                  exclude: tuple[str, ...] = ("oracle", "state_oracle")) -> tuple[str, str]:
+    """``(name, variant)`` of the baseline with the highest ``metric`` (the oracles excluded)."""
+    candidates = [(values[metric], name, variant) for name, variants in summaries.items() if name not in exclude
+                  for variant, values in variants.items()]
+    if not candidates:
+        raise ValueError("no baseline to compare with")
+    _, name, variant = max(candidates)
+    return name, variant
+
+
+__all__ = [
+    "BARS_PER_YEAR",
+    "BaselinePass",
+    "BaselineSet",
+    "best_baseline",
+    "build_baselines",
+    "ma_cross_directions",
+    "momentum_directions",
+    "regime_gated_directions",
+    "run_baselines",
+    "supervised_directions",
+    "vol_target_positions",
+]

@@ -1,0 +1,220 @@
+"""Walk-forward evaluation: expanding-window folds x seeds, the agent next to every baseline.
+
+Folds. The bars of the file before ``end`` (default: 2024-01-01 when the file reaches
+into 2024, so that 2024 stays the final test; else the whole file) are cut into
+``folds + 4`` equal blocks. Fold ``f`` (0-based) tests on block ``4 + f``, validates on the
+block before it and trains on everything before that (its first 720 bars are the feature
+warm-up): an expanding window whose test windows tile the last ``folds`` blocks. Each fold
+is given **only the bars up to its own test window's end**, written to
+``fold<f>/data.parquet``, so nothing fitted in a fold (scaler, HMM, labeler thresholds, risk
+calibration, supervised baseline) and no model selection can see a later bar.
+
+Per fold and seed, one ordinary training run (``fold<f>/seed<k>/``, a line in the trials
+ledger each) selected on the fold's validation window, then one deterministic pass on each
+of its windows with every baseline (:mod:`experiments.scoreboard`).
+
+Outputs in ``run_dir``: ``walkforward.json`` (per fold, per seed, per policy: all metrics,
+PSR and DSR), ``walkforward.md`` (median, IQR, min and max of each metric over folds x seeds
+for the agent and every baseline) and ``walkforward_sharpe.png`` (per-fold test Sharpe:
+agent seeds as points, baselines as lines).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: Blocks before the first test window: 3 to train on (one is the feature warm-up), 1 to validate.
+LEADING_BLOCKS = 4
+SUMMARY_METRICS = ("sharpe", "sortino", "total_return", "max_drawdown", "calmar", "trade_count", "exposure")
+DEFAULT_END = "2024-01-01"
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Bar positions (into the file) of one fold: ``[0, train_end)`` train (with warm-up),
+    ``[train_end, val_end)`` validation, ``[val_end, test_end)`` test."""
+
+    index: int
+    train_end: int
+    val_end: int
+    test_end: int
+
+    def split_fractions(self, warmup_bars: int) -> tuple[float, float, float]:
+        """Train/val/test fractions of the decision bars of ``[0, test_end)``."""
+        usable = self.test_end - warmup_bars
+        train = (self.train_end - warmup_bars) / usable
+        val = (self.val_end - self.train_end) / usable
+        return (train, val, 1.0 - train - val)
+
+
+def walkforward_folds(index: pd.DatetimeIndex, n_folds: int, *, end: str | pd.Timestamp | None = DEFAULT_END,
+                      warmup_bars: int = 720) -> list[Fold]:
+    """Expanding-window folds over the bars of ``index`` before ``end`` (see module docstring).
+
+    ``end=None`` uses every bar. Raises ``ValueError`` naming ``--folds`` when a block would
+    be shorter than a week or the first training window not longer than the warm-up.
+    """
+    if n_folds < 1:
+        raise ValueError(f"--folds must be >= 1, got {n_folds}")
+    n = len(index)
+    if end is not None:
+        cut = pd.Timestamp(end)
+        cut = cut.tz_localize("UTC") if cut.tzinfo is None else cut
+        n = int(np.searchsorted(index.to_numpy(), cut.to_datetime64() if index.tz is None else cut, side="left")) \
+            if index.tz is None else int(index.searchsorted(cut, side="left"))
+    block = n // (n_folds + LEADING_BLOCKS)
+    if block < 168 or (LEADING_BLOCKS - 1) * block <= warmup_bars + 168:
+        raise ValueError(f"--folds {n_folds}: {n} bars before {end} give blocks of {block} bars, too short "
+                         f"(need a week per block and more than {warmup_bars} warm-up bars to train on)")
+    folds = []
+    for f in range(n_folds):
+        train_end = (LEADING_BLOCKS - 1 + f) * block
+        folds.append(Fold(f, train_end, train_end + block, train_end + 2 * block))
+    return folds
+
+
+def _fold_config(config: Any, data_path: Path, fold: Fold, *, seed: int, timesteps: int | None) -> Any:
+    env = dataclasses.replace(config.env, data=str(data_path),
+                              split_fractions=fold.split_fractions(warmup_bars=720))
+    train = dataclasses.replace(config.train, seed=seed,
+                                total_timesteps=timesteps if timesteps is not None else config.train.total_timesteps)
+    return dataclasses.replace(config, env=env, train=train)
+
+
+def run_walkforward(config: Any, *, data: str | None, n_folds: int, seeds: list[int], run_dir: Path,
+                    timesteps: int | None = None, end: str | None = DEFAULT_END,
+                    ledger: str | Path | None = None) -> dict[str, Any]:
+    """Train and score every fold x seed; writes the three outputs and returns the JSON."""
+    from experiments.evaluate import evaluate_run
+    from experiments.train import train
+    from wrappers.stack import load_frame
+
+    source = data if data is not None else config.env.data
+    frame = load_frame(source, seed=config.env.market_seed)
+    folds = walkforward_folds(frame.index, n_folds, end=end)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    document: dict[str, Any] = {"config": config.name, "data": str(source), "end": end, "seeds": seeds,
+                                "timesteps": timesteps or config.train.total_timesteps, "folds": []}
+    for fold in folds:
+        fold_dir = run_dir / f"fold{fold.index}"
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        data_path = fold_dir / "data.parquet"
+        frame.iloc[:fold.test_end].to_parquet(data_path)
+        windows = {name: [str(frame.index[a]), str(frame.index[b - 1])] for name, a, b in
+                   (("train", 720, fold.train_end), ("val", fold.train_end, fold.val_end),
+                    ("test", fold.val_end, fold.test_end))}
+        fold_record: dict[str, Any] = {"fold": fold.index, "windows": windows, "seeds": {}}
+        for seed in seeds:
+            seed_dir = fold_dir / f"seed{seed}"
+            fold_config = _fold_config(config, data_path, fold, seed=seed, timesteps=timesteps)
+            summary = train(fold_config, run_dir=seed_dir, fold=fold.index, tag="walkforward", ledger=ledger)
+            report = evaluate_run(seed_dir, split="all")
+            fold_record["seeds"][str(seed)] = {
+                "best_validation": summary["best_validation"] and {
+                    key: summary["best_validation"].get(key) for key in ("num_timesteps", "value", "hold_share")},
+                "splits": {name: {key: report["splits"][name][key] for key in
+                                  ("period", "agent", "baselines", "best_baseline", "significance", "actions")}
+                           for name in ("val", "test")},
+            }
+        document["folds"].append(fold_record)
+        (run_dir / "walkforward.json").write_text(json.dumps(document, indent=2, default=float))
+    (run_dir / "walkforward.md").write_text(format_walkforward(document))
+    plot_walkforward(document, run_dir / "walkforward_sharpe.png")
+    return document
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    array = np.asarray(values, dtype=np.float64)
+    q25, median, q75 = np.percentile(array, [25, 50, 75])
+    return {"median": float(median), "iqr": float(q75 - q25), "min": float(array.min()), "max": float(array.max()),
+            "n": int(array.size)}
+
+
+def aggregate(document: dict[str, Any], *, window: str = "test") -> dict[str, dict[str, dict[str, float]]]:
+    """``{policy: {metric: {median, iqr, min, max, n}}}`` over folds x seeds for ``window``.
+
+    The agent contributes one value per fold and seed; a baseline one per fold (its passes
+    do not depend on the agent's seed, except ``random``: seed 0's)."""
+    values: dict[str, dict[str, list[float]]] = {}
+    for fold in document["folds"]:
+        seeds = list(fold["seeds"].values())
+        for seed_record in seeds:
+            metrics = seed_record["splits"][window]["agent"]
+            for metric in SUMMARY_METRICS:
+                values.setdefault("agent", {}).setdefault(metric, []).append(float(metrics[metric]))
+            values.setdefault("agent", {}).setdefault("psr_vs_zero", []).append(
+                float(seed_record["splits"][window]["significance"]["psr_vs_zero"]))
+        for name, metrics in seeds[0]["splits"][window]["baselines"].items():
+            for metric in SUMMARY_METRICS:
+                values.setdefault(name, {}).setdefault(metric, []).append(float(metrics[metric]))
+    return {policy: {metric: _stats(v) for metric, v in metrics.items()} for policy, metrics in values.items()}
+
+
+def format_walkforward(document: dict[str, Any]) -> str:
+    """Markdown: folds, then per window the median [IQR] (min..max) of each metric."""
+    from experiments.commands._output import format_table
+
+    lines = [f"# Walk-forward: `{document['config']}` on `{document['data']}`", "",
+             f"{len(document['folds'])} expanding-window folds (bars before {document['end']}), seeds "
+             f"{document['seeds']}, {document['timesteps']:,} steps each; metrics after fees.", ""]
+    rows = [[fold["fold"], *fold["windows"]["train"], *fold["windows"]["val"][1:], *fold["windows"]["test"][1:]]
+            for fold in document["folds"]]
+    lines += [format_table(["fold", "train from", "train to", "val to", "test to"], rows), ""]
+    for window in ("test", "val"):
+        table = aggregate(document, window=window)
+        order = ["agent"] + sorted((p for p in table if p != "agent"), key=lambda p: -table[p]["sharpe"]["median"])
+        rows = []
+        for policy in order:
+            cells = [policy]
+            for metric in ("sharpe", "sortino", "total_return", "max_drawdown", "trade_count"):
+                s = table[policy][metric]
+                cells.append(f"{s['median']:.2f} [{s['iqr']:.2f}] ({s['min']:.2f}..{s['max']:.2f})")
+            rows.append(cells)
+        lines += [f"## {window} windows: median [IQR] (min..max) over folds x seeds", "",
+                  format_table(["policy", "sharpe", "sortino", "total return", "max drawdown", "trades"], rows), ""]
+        psr = table["agent"]["psr_vs_zero"]
+        lines += [f"Agent PSR vs 0: median {psr['median']:.2f} (min {psr['min']:.2f}, max {psr['max']:.2f}).", ""]
+    sentences = [seed["splits"]["test"]["significance"]["sentence"] for fold in document["folds"]
+                 for seed in fold["seeds"].values()]
+    beats = sum("does not beat" not in s and "beats the best" in s for s in sentences)
+    lines += [f"The agent beats its fold's best baseline at 95 % in {beats} of {len(sentences)} fold x seed test windows.",
+              ""]
+    return "\n".join(lines)
+
+
+def plot_walkforward(document: dict[str, Any], path: Path,
+                     baselines: tuple[str, ...] = ("buy_and_hold", "momentum_168_ls", "momentum_720_ls",
+                                                   "ma_cross_ls", "regime_gated", "supervised_hgb")) -> None:
+    """Per-fold test Sharpe: agent seeds as points, baselines as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folds = [fold["fold"] for fold in document["folds"]]
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for fold in document["folds"]:
+        sharpes = [seed["splits"]["test"]["agent"]["sharpe"] for seed in fold["seeds"].values()]
+        ax.scatter([fold["fold"]] * len(sharpes), sharpes, color="#1f77b4", zorder=3,
+                   label="agent (one point per seed)" if fold["fold"] == folds[0] else None)
+    palette = ("black", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2")
+    for name, color in zip(baselines, palette):
+        ys = [next(iter(fold["seeds"].values()))["splits"]["test"]["baselines"].get(name, {}).get("sharpe", np.nan)
+              for fold in document["folds"]]
+        ax.plot(folds, ys, color=color, linestyle="--" if name == "buy_and_hold" else "-", marker=".", label=name)
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set_xticks(folds)
+    ax.set_xticklabels([f"{f}\n{fold['windows']['test'][0][:7]}" for f, fold in zip(folds, document["folds"])])
+    ax.set_xlabel("fold (test window start)")
+    ax.set_ylabel("test Sharpe (after fees)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

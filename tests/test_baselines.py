@@ -1,0 +1,93 @@
+"""Baselines: hand-computed rules, causality (future bars perturbed), exact accounting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from experiments.baselines import (
+    best_baseline,
+    build_baselines,
+    ma_cross_directions,
+    momentum_directions,
+    regime_gated_directions,
+    run_baselines,
+)
+from himari_env.constants import CRISIS, HIGH_VOL, LOW_VOL, TRENDING
+from himari_env.data import synthesize_market
+from himari_env.pipeline import prepare_market
+from himari_env.risk import calibrate_risk
+
+
+def test_momentum_rule_by_hand():
+    close = np.array([10.0, 11.0, 10.5, 10.5, 9.0, 12.0])
+    np.testing.assert_array_equal(momentum_directions(close, 2), [0, 0, 1, -1, -1, 1])
+    np.testing.assert_array_equal(momentum_directions(close, 2, long_short=False), [0, 0, 1, 0, 0, 1])
+    with pytest.raises(ValueError, match="lookback"):
+        momentum_directions(close, 0)
+
+
+def test_moving_average_cross_by_hand():
+    close = np.array([1.0, 2.0, 3.0, 2.0, 1.0, 1.0])
+    # fast = 2-bar SMA, slow = 3-bar SMA: from bar 2 on: (2.5 vs 2), (2.5 vs 2.33), (1.5 vs 2), (1 vs 1.33)
+    np.testing.assert_array_equal(ma_cross_directions(close, 2, 3), [0, 0, 1, 1, -1, -1])
+    np.testing.assert_array_equal(ma_cross_directions(close, 2, 3, long_short=False), [0, 0, 1, 1, 0, 0])
+
+
+def test_regime_gated_is_flat_in_high_vol_and_crisis_only():
+    np.testing.assert_array_equal(regime_gated_directions(np.array([LOW_VOL, TRENDING, HIGH_VOL, CRISIS])), [1, 1, 0, 0])
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    return prepare_market(synthesize_market(12_000, 3).frame)
+
+
+def _all_directions(prepared_market):
+    train = prepared_market.market.splits["train"]
+    config = calibrate_risk(prepared_market.market.returns[train], gap_before=prepared_market.market.gap_before[train])
+    baselines = build_baselines(prepared_market, regime_ids=prepared_market.regime_ids["rules"], risk_config=config,
+                                fee_rate=0.001, max_leverage=1.0, seed=0)
+    return baselines, config
+
+
+def test_every_baseline_is_causal_and_the_supervised_one_sees_no_test_bar(prepared):
+    baselines, _ = _all_directions(prepared)
+    expected = {"buy_and_hold", "vol_target_bh", "momentum_24_ls", "momentum_24_lf", "momentum_168_ls",
+                "momentum_168_lf", "momentum_720_ls", "momentum_720_lf", "ma_cross_ls", "ma_cross_lf",
+                "regime_gated", "supervised_hgb", "flat", "random"}
+    assert set(baselines.directions) | set(baselines.positions) == expected
+    # Perturb every bar of the test split (prices and features): nothing before it may change.
+    frame = synthesize_market(12_000, 3).frame.copy()
+    test_start = prepared.market.splits["test"].start
+    cut = prepared.frame_index[test_start] if prepared.frame_index is not None else frame.index[test_start]
+    later = frame.index >= cut
+    frame.loc[later, ["open", "high", "low", "close"]] *= np.linspace(1.0, 1.7, int(later.sum()))[:, None]
+    frame.loc[later, "high"] = frame.loc[later, ["open", "high", "close"]].max(axis=1) * 1.001
+    frame.loc[later, "low"] = frame.loc[later, ["open", "low", "close"]].min(axis=1) * 0.999
+    perturbed = prepare_market(frame, pipeline=prepared.pipeline)
+    baselines_2, _ = _all_directions(perturbed)
+    for name, directions in baselines.directions.items():
+        np.testing.assert_array_equal(directions[:test_start], baselines_2.directions[name][:test_start], err_msg=name)
+    np.testing.assert_array_equal(baselines.positions["vol_target_bh"][:test_start],
+                                  baselines_2.positions["vol_target_bh"][:test_start])
+
+
+def test_passes_use_the_env_accounting(prepared):
+    baselines, config = _all_directions(prepared)
+    test = prepared.market.splits["test"]
+    start, stop = test.start, test.stop - 1
+    passes = run_baselines(baselines, prepared, start=start, stop=stop, regime_ids=prepared.regime_ids["rules"],
+                           risk_config=config, fee_rate=0.001, max_leverage=1.0)
+    close = prepared.market.close
+    bh = passes["buy_and_hold"]["raw"]
+    # Buy-and-hold: the price ratio less one entry fee.
+    assert bh.equity[-1] == pytest.approx((1 - 0.001) * close[stop] / close[start], rel=1e-9)
+    assert passes["flat"]["raw"].equity[-1] == 1.0 and "rss" not in passes["flat"]
+    # With the risk layer the long is smaller than 1 most of the time (vol target, regimes).
+    assert np.mean(np.abs(passes["buy_and_hold"]["rss"].positions) < 1.0) > 0.5
+    vol = passes["vol_target_bh"]["raw"]
+    assert 0.0 < vol.positions.max() <= 1.0 and "rss" not in passes["vol_target_bh"]
+    summaries = {name: {variant: p.summary() for variant, p in variants.items()} for name, variants in passes.items()}
+    name, variant = best_baseline(summaries)
+    assert summaries[name][variant]["sharpe"] == max(v["sharpe"] for variants in summaries.values() for v in variants.values())

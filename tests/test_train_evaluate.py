@@ -37,9 +37,10 @@ def run_dir(tmp_path_factory):
 
 
 def test_training_writes_config_pipeline_models_and_checkpoints(run_dir):
-    for name in ("config.json", "pipeline/pipeline.json", "pipeline/pipeline_scaler.npz", "risk_config.json",
-                 "final_model.zip", "best/best_model.zip", "best/best_metric.json", "checkpoints/latest.json",
-                 "training_summary.json"):
+    for name in ("config.json", "artifacts/manifest.json", "artifacts/pipeline/pipeline.json",
+                 "artifacts/pipeline/pipeline_scaler.npz", "artifacts/risk_config.json", "artifacts/tail.npz",
+                 "artifacts/validation.json", "final_model.zip", "best/best_model.zip", "best/best_metric.json",
+                 "checkpoints/latest.json", "training_summary.json"):
         assert (run_dir / name).is_file(), name
     assert not list(run_dir.rglob("*.pkl"))
     summary = json.loads((run_dir / "training_summary.json").read_text())

@@ -216,7 +216,7 @@ def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, over
     model.save(run_dir / "final_model.zip")
     vec_env.close()
     best_metric_path = run_dir / "best" / "best_metric.json"
-    summary = {
+    summary: dict[str, Any] = {
         "timesteps": int(model.num_timesteps),
         "timesteps_this_session": int(model.num_timesteps) - steps_done,
         "wall_seconds": wall_seconds,

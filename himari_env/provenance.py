@@ -36,7 +36,7 @@ def frame_digest(frame: pd.DataFrame) -> str:
     return digest.hexdigest()[:20]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def code_version(packages: tuple[str, ...] = VERSIONED_PACKAGES) -> str:
     """SHA-256 (first 16 hex digits) over the relative path and bytes of every ``*.py`` file
     of ``packages`` (sorted), computed once per process."""

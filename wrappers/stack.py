@@ -19,9 +19,9 @@ from typing import Any
 import gymnasium as gym
 import pandas as pd
 
+from himari_env.artifacts import RunArtifacts
 from himari_env.constants import DEFAULT_FEE_RATE
 from himari_env.env import HimariBTCEnv
-from himari_env.artifacts import RunArtifacts
 from himari_env.pipeline import PipelineConfig, PreparedMarket, prepare_market
 from wrappers.actions import DiscreteDirection
 from wrappers.observations import REGIME_SOURCES, RegimeFeatureObservation

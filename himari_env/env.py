@@ -34,7 +34,7 @@ import numpy as np
 from gymnasium import spaces
 
 from himari_env.accounting import EQUITY_FLOOR, accounting_step, drawdown
-from himari_env.constants import DEFAULT_FEE_RATE, N_REGIMES, REGIME_NAMES
+from himari_env.constants import DEFAULT_FEE_RATE, MAX_FEE_RATE, N_REGIMES, REGIME_NAMES
 from himari_env.market import MarketData
 
 ObsType = dict[str, Any]
@@ -79,8 +79,8 @@ class HimariBTCEnv(gym.Env[ObsType, ActType]):
             raise TypeError(f"market must be a MarketData, got {type(market).__name__}")
         if int(context) != context or context < 1:
             raise ValueError(f"context must be a positive integer, got {context!r}")
-        if not (math.isfinite(fee_rate) and 0.0 <= fee_rate < 0.1):
-            raise ValueError(f"fee_rate must be in [0, 0.1) (a fraction of notional), got {fee_rate!r}")
+        if not (math.isfinite(fee_rate) and 0.0 <= fee_rate < MAX_FEE_RATE):
+            raise ValueError(f"fee_rate must be in [0, {MAX_FEE_RATE}) (a fraction of notional), got {fee_rate!r}")
         if not (math.isfinite(max_leverage) and max_leverage > 0):
             raise ValueError(f"max_leverage must be a positive number, got {max_leverage!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:

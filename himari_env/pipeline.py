@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from himari_env.config_codec import decode_dataclass
 from himari_env.data import chronological_splits, gap_mask, validate_ohlcv
 from himari_env.features.ekf import EKFConfig, ekf_filter
 from himari_env.features.percentiles import regime_percentile_features
@@ -78,14 +79,8 @@ class PipelineConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PipelineConfig:
-        known = set(cls.__dataclass_fields__)
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown pipeline config keys {sorted(unknown)}; known: {sorted(known)}")
-        values = dict(values)
-        if "split_fractions" in values:
-            values["split_fractions"] = tuple(values["split_fractions"])
-        return cls(**values)
+        """Strict decode (:func:`~himari_env.config_codec.decode_dataclass`)."""
+        return decode_dataclass(cls, values, path="pipeline")
 
 
 @dataclass
@@ -149,7 +144,7 @@ class FittedPipeline:
             feature_std=std,
             hmm=hmm,
             train_period=tuple(document["train_period"]),
-            labeler=LabelerConfig(**document.get("labeler", {})),
+            labeler=decode_dataclass(LabelerConfig, document.get("labeler", {}), path="labeler"),
         )
 
     def fingerprint(self) -> str:

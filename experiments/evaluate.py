@@ -128,8 +128,14 @@ def evaluate_baselines(make_env: Any, *, seed: int) -> dict[str, PassRecord]:
 
 
 def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None = None,
-                 model_name: str = "best/best_model.zip", write: bool = True) -> dict[str, Any]:
-    """Evaluate the run in ``run_dir``; see the module docstring. Returns the report dict."""
+                 model_name: str = "best/best_model.zip", write: bool = True,
+                 frame: Any = None) -> dict[str, Any]:
+    """Evaluate the run in ``run_dir``; see the module docstring. Returns the report dict.
+
+    ``frame`` (a canonical OHLCV frame) gives the run's training bars when they were not
+    loaded from ``config.env.data`` (``train(..., frame=...)``, e.g. a walk-forward fold);
+    it must be the frame the run bundle was fitted on.
+    """
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from agents.config import ExperimentConfig
@@ -155,7 +161,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
         raise ValueError("--split unseen needs --data PATH: a file with bars after the training data")
 
     # The run bundle is the only fitted state: nothing below fits anything on any data.
-    in_sample_frame = load_frame(config.env.data, seed=config.env.market_seed)
+    in_sample_frame = frame if frame is not None else load_frame(config.env.data, seed=config.env.market_seed)
     in_sample = prepare_market(in_sample_frame, artifacts=bundle)
     if "train" not in in_sample.market.splits:
         raise ValueError(

@@ -175,3 +175,36 @@ def test_unseen_data_overlapping_the_training_data_is_refused(run_dir, tmp_path)
     overlapping.to_parquet(path)
     with pytest.raises(ValueError, match="not after the training data"):
         evaluate_run(run_dir, split="unseen", data=str(path), write=False)
+
+
+def test_a_fold_trains_on_a_given_frame_with_extra_callbacks_and_is_evaluated_on_it(run_dir, tmp_path):
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from agents.config import ExperimentConfig
+    from himari_env.artifacts import RunArtifacts
+    from himari_env.provenance import frame_digest
+
+    class CountSteps(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.steps = 0
+
+        def _on_step(self) -> bool:
+            self.steps += 1
+            return True
+
+    config = ExperimentConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    config = dataclasses.replace(config, env=dataclasses.replace(config.env, risk=False),  # a short fold: no EVT
+                                 train=dataclasses.replace(config.train, total_timesteps=128, eval_freq=64,
+                                                           checkpoint_freq=0))
+    fold_frame = load_frame(config.env.data).iloc[:2_600]
+    counter = CountSteps()
+    train(config, run_dir=tmp_path / "fold", fold=0, frame=fold_frame, extra_callbacks=[counter])
+    assert counter.steps == 128
+    bundle = RunArtifacts.load(tmp_path / "fold")
+    assert bundle.data_hash == frame_digest(fold_frame) and bundle.n_bars == 2_600
+    assert [record["num_timesteps"] for record in bundle.validation.history] == [64, 128]
+    report = evaluate_run(tmp_path / "fold", split="test", frame=fold_frame, write=False)
+    assert report["splits"]["test"]["period"][1].startswith(str(fold_frame.index[-1].tz_convert(None).date()))
+    with pytest.raises(ValueError, match="differ from those the run bundle"):
+        evaluate_run(tmp_path / "fold", split="test", write=False)  # the whole file is not the fold

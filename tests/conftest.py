@@ -21,11 +21,13 @@ def real_data_path() -> Path:
     return REAL_DATA_PATH
 
 
-@pytest.fixture(autouse=True)
-def _isolated_ledger(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Training in tests writes its trials-ledger lines to a temporary file, never to runs/."""
-    if "HIMARI_LEDGER" not in os.environ or not os.environ["HIMARI_LEDGER"].startswith(str(tmp_path_factory.getbasetemp())):
-        monkeypatch.setenv("HIMARI_LEDGER", str(tmp_path_factory.mktemp("ledger") / "ledger.jsonl"))
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Training in tests writes its trials-ledger lines to a temporary file, never to runs/.
+    Session-scoped, so module-scoped fixtures that train (tests/test_train_evaluate.py) use it too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HIMARI_LEDGER", str(tmp_path_factory.mktemp("ledger") / "ledger.jsonl"))
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -80,14 +80,15 @@ def prepare(
     """Prepare (and memoize in this process) the market for ``data``.
 
     With ``artifacts`` (a :class:`~himari_env.artifacts.RunArtifacts` or a run folder),
-    nothing is fitted on ``data``. The memo is keyed by content, never by object identity:
+    nothing is fitted on ``data`` and ``pipeline_config`` is not used. The memo is keyed by content, never by object identity:
     the data file's path, size and modification time, and the bundle's fingerprint.
     """
     bundle = _resolve_artifacts(artifacts)
     key = None
     if not isinstance(data, pd.DataFrame):
-        key = (_data_key(data), seed, synthetic_bars, None if bundle is None else bundle.fingerprint(),
-               repr(pipeline_config))
+        # With a bundle, its fingerprint names the whole fitted state (pipeline_config is unused).
+        fitted = repr(pipeline_config) if bundle is None else bundle.fingerprint()
+        key = (_data_key(data), seed, synthetic_bars, fitted)
         if key in _PREPARED:
             _PREPARED.move_to_end(key)
             cached = _PREPARED[key]

@@ -32,6 +32,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 from agents.config import COLLAPSE_SOURCES, VALIDATION_METRICS, ExperimentConfig
+from himari_env.artifacts import RunArtifacts, ValidationState
 from himari_env.constants import ACTION_NAMES, HOLD, N_REGIMES, REGIME_NAMES
 from himari_env.metrics import performance_summary
 
@@ -404,6 +405,14 @@ class ValidationCallback(BaseCallback):
         flat or never flat) and cannot become the best model, however good its metric: an
         always-HOLD policy has Sharpe 0 and would otherwise win against any policy that
         trades at a loss. Recorded with ``"eligible": false``. None: every pass is eligible.
+    state : ValidationState or None
+        The state to continue from (a resumed run's best value, its timestep and the history
+        of evaluations): a later evaluation becomes the best model only if it beats the
+        restored best, and ``evaluations.json`` keeps the earlier records. The metric must
+        match. None: a fresh run (best minus infinity, empty history).
+    state_path : path or None
+        Where to write the state (:class:`~himari_env.artifacts.ValidationState` JSON, the
+        run bundle's ``validation.json``) after every evaluation.
     """
 
     def __init__(
@@ -417,6 +426,8 @@ class ValidationCallback(BaseCallback):
         seed: int = 0,
         collapse_detector: CollapseDetector | None = None,
         eligible_hold_range: tuple[float, float] | None = (0.01, 0.99),
+        state: ValidationState | None = None,
+        state_path: str | Path | None = None,
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose)
@@ -435,9 +446,30 @@ class ValidationCallback(BaseCallback):
         self.seed = seed
         self.collapse_detector = collapse_detector
         self.best_value = -math.inf
+        self.best_num_timesteps: int | None = None
         self.history: list[dict[str, Any]] = []
         self._eval_env: gym.Env | None = None
         self._last_eval_timesteps = 0
+        self.state_path = None if state_path is None else Path(state_path)
+        if state is not None:
+            if state.metric is not None and state.metric != metric:
+                raise ValueError(
+                    f"the resumed validation state selects by {state.metric!r}, this run by {metric!r}"
+                )
+            self.history = [dict(record) for record in state.history]
+            if state.best_value is not None:
+                self.best_value = float(state.best_value)
+                self.best_num_timesteps = state.best_num_timesteps
+            if self.history:
+                self._last_eval_timesteps = int(self.history[-1]["num_timesteps"])
+
+    @property
+    def state(self) -> ValidationState:
+        """The current selection state (what a resumed run continues from)."""
+        best = self.best_value if math.isfinite(self.best_value) else None
+        return ValidationState(metric=self.metric, best_value=best,
+                               best_num_timesteps=self.best_num_timesteps if best is not None else None,
+                               history=list(self.history))
 
     def _init_callback(self) -> None:
         self.best_model_dir.mkdir(parents=True, exist_ok=True)
@@ -497,8 +529,11 @@ class ValidationCallback(BaseCallback):
         _write_json(self.best_model_dir / "evaluations.json", self.history)
         if improved:
             self.best_value = value
+            self.best_num_timesteps = int(self.num_timesteps)
             self.model.save(self.best_model_dir / "best_model.zip")
             _write_json(self.best_model_dir / "best_metric.json", record)
+        if self.state_path is not None:
+            self.state.save(self.state_path)
         self.logger.record(f"eval/best_{self.metric}", self.best_value)
         if self.verbose > 0:
             marker = " (new best)" if improved else ("" if eligible else " (collapsed: not eligible)")
@@ -606,12 +641,14 @@ def make_training_callbacks(
     *,
     run_dir: str | Path,
     make_eval_env: Callable[[], gym.Env] | None,
+    validation_state: ValidationState | None = None,
 ) -> CallbackList:
     """The standard callback set for a run, from ``config.train``.
 
     Always :class:`RegimeActionStatsCallback` and :class:`CollapseDetector`; a
-    :class:`ValidationCallback` writing to ``run_dir/best`` when ``eval_freq > 0`` (needs
-    ``make_eval_env``); a :class:`ResumableCheckpointCallback` writing to
+    :class:`ValidationCallback` writing to ``run_dir/best`` and the run bundle's
+    ``validation.json`` when ``eval_freq > 0`` (needs ``make_eval_env``; continues from
+    ``validation_state`` on resume); a :class:`ResumableCheckpointCallback` writing to
     ``run_dir/checkpoints`` when ``checkpoint_freq > 0``.
     """
     train = config.train
@@ -637,6 +674,8 @@ def make_training_callbacks(
                 seed=train.seed,
                 collapse_detector=detector if train.collapse_source == "eval" else None,
                 eligible_hold_range=(train.collapse_hold_low, train.collapse_hold_high),
+                state=validation_state,
+                state_path=RunArtifacts.validation_path(run_dir),
                 verbose=train.verbose,
             )
         )

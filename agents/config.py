@@ -25,9 +25,6 @@ Note: YAML 1.1 reads ``3e-4`` as a string; write floats with a dot (``3.0e-4``).
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import types
 import typing
 import warnings
 from collections.abc import Mapping
@@ -38,7 +35,8 @@ from typing import Any
 
 import yaml
 
-from himari_env.constants import DEFAULT_FEE_RATE
+from himari_env.config_codec import decode_dataclass, encode_dataclass
+from himari_env.constants import DEFAULT_FEE_RATE, MAX_FEE_RATE, REGIME_SOURCES, REWARD_PRESETS
 
 __all__ = [
     "REGIME_SOURCES",
@@ -54,8 +52,6 @@ __all__ = [
     "load_config",
 ]
 
-REWARD_PRESETS: tuple[str, ...] = ("adaptive", "adaptive-log", "simple", "opportunity", "sortino", "pnl")
-REGIME_SOURCES: tuple[str, ...] = ("rules", "hmm")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 VALIDATION_METRICS: tuple[str, ...] = ("sharpe", "total_return", "mean_reward")
 POOLINGS: tuple[str, ...] = ("last", "mean")
@@ -80,7 +76,8 @@ def _one_of(value: str, allowed: tuple[str, ...], key: str) -> None:
 
 @dataclass(frozen=True)
 class EnvConfig:
-    """Keyword arguments of ``make_himari_env`` / ``gym.make("HimariBTC-v0")``.
+    """Keyword arguments of ``make_himari_env`` / ``gym.make("HimariBTC-v0")``, with the
+    factory's defaults (a test holds them equal).
 
     ``data`` is ``"synthetic"`` or a path to an OHLCV file. ``market_seed`` seeds the
     synthetic market (passed as the env's ``seed`` keyword): it is the same for every
@@ -96,7 +93,7 @@ class EnvConfig:
     fee_rate: float = DEFAULT_FEE_RATE
     max_leverage: float = 1.0
     episode_length: int | None = 2048
-    risk: bool = False
+    risk: bool = True
     market_seed: int = 0
     decision_interval: int = 1
     split_fractions: tuple[float, ...] = (0.6, 0.2, 0.2)
@@ -113,7 +110,9 @@ class EnvConfig:
         _one_of(self.reward, REWARD_PRESETS, "env.reward")
         _one_of(self.regime_source, REGIME_SOURCES, "env.regime_source")
         _require(
-            0.0 <= self.fee_rate < 1.0, "env.fee_rate", f"must be in [0, 1), got {self.fee_rate}"
+            0.0 <= self.fee_rate < MAX_FEE_RATE,
+            "env.fee_rate",
+            f"must be in [0, {MAX_FEE_RATE}) (a fraction of notional), got {self.fee_rate}",
         )
         _require(
             self.max_leverage > 0.0, "env.max_leverage", f"must be > 0, got {self.max_leverage}"
@@ -400,7 +399,7 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration as plain JSON/YAML types (tuples become lists)."""
-        return _plain(dataclasses.asdict(self))
+        return typing.cast(dict[str, Any], encode_dataclass(self, error=ConfigError))
 
     def resolved_run_name(self, now: datetime | None = None) -> str:
         """``train.run_name`` when set, else ``<name>_seed<seed>_<UTC YYYYmmdd-HHMMSS>``."""
@@ -414,7 +413,7 @@ class ExperimentConfig:
         """Build from a mapping with the YAML layout; unknown keys and wrong types raise
         :class:`ConfigError` naming ``source`` and the dotted key."""
         try:
-            return _build(cls, document, prefix="")
+            return decode_dataclass(cls, document, error=ConfigError)
         except ConfigError as error:
             raise ConfigError(f"{source}: {error}") from None
 
@@ -441,73 +440,3 @@ def load_config(path: str | Path) -> ExperimentConfig:
     if not isinstance(document, Mapping):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(document).__name__}")
     return ExperimentConfig.from_dict(document, source=str(path))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    return value
-
-
-def _build(cls: type, document: Any, *, prefix: str) -> Any:
-    where = prefix.rstrip(".") or "the top level"
-    if not isinstance(document, Mapping):
-        raise ConfigError(f"{where} must be a mapping, got {type(document).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls)]
-    unknown = [str(key) for key in document if key not in known]
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {[prefix + key for key in unknown]}; known keys here: {known}"
-        )
-    values: dict[str, Any] = {}
-    for key, raw in document.items():
-        annotation = hints[key]
-        if dataclasses.is_dataclass(annotation):
-            values[key] = _build(typing.cast(type, annotation), raw, prefix=f"{prefix}{key}.")
-        else:
-            values[key] = _coerce(raw, annotation, f"{prefix}{key}")
-    return cls(**values)
-
-
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        (inner,) = [option for option in options if option is not type(None)]
-        return _coerce(value, inner, key)
-    if origin is tuple:
-        (item_type, _ellipsis) = typing.get_args(annotation)
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key} must be a list, got {value!r} ({type(value).__name__})")
-        return tuple(_coerce(item, item_type, f"{key}[{i}]") for i, item in enumerate(value))
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(
-                f"{key} must be true or false, got {value!r} ({type(value).__name__})"
-            )
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {value!r} ({type(value).__name__})")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            hint = " (YAML reads 3e-4 as text: write 3.0e-4)" if isinstance(value, str) else ""
-            raise ConfigError(
-                f"{key} must be a number, got {value!r} ({type(value).__name__}){hint}"
-            )
-        if not math.isfinite(value):
-            raise ConfigError(f"{key} must be finite, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {value!r} ({type(value).__name__})")
-        return value
-    raise TypeError(
-        f"unsupported config annotation {annotation!r} for {key}"
-    )  # a bug here, not in the YAML

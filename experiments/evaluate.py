@@ -11,8 +11,9 @@ buy-and-hold, flat, a momentum rule and a random policy.
 * ``equity_<split>.png`` (equity with regime shading), ``drawdown_<split>.png``,
   ``actions_by_regime.png``.
 
-The observation is rebuilt from the run's saved pipeline (``pipeline/``), never refitted:
-on unseen data the same fitted scaler/HMM are applied. Baselines trade through the same core
+The observation is rebuilt from the run bundle (``artifacts/``), never refitted: on unseen
+data the same fitted scaler, labeler settings, HMM and risk config are applied, and the
+bundle's training tail is prepended so that the first unseen bar is already scored. Baselines trade through the same core
 env and fee as the agent (positions 0/+1/-1, no risk layer): buy-and-hold (always long),
 flat, momentum (long when the trailing 24-bar return is positive, else short; a decision at
 bar t uses closes up to t) and random (uniform actions, seeded).
@@ -105,19 +106,26 @@ def format_action_distribution(table: dict[str, dict[str, float]]) -> str:
 
 
 def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None = None,
-                 model_name: str = "best/best_model.zip", write: bool = True) -> dict[str, Any]:
-    """Evaluate the run in ``run_dir``; see the module docstring. Returns the report dict."""
+                 model_name: str = "best/best_model.zip", write: bool = True,
+                 frame: Any = None) -> dict[str, Any]:
+    """Evaluate the run in ``run_dir``; see the module docstring. Returns the report dict.
+
+    ``frame`` (a canonical OHLCV frame) gives the run's training bars when they were not
+    loaded from ``config.env.data`` (``train(..., frame=...)``, e.g. a walk-forward fold);
+    it must be the frame the run bundle was fitted on.
+    """
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from agents.config import ExperimentConfig
     from agents.ppo import load_ppo
-    from himari_env.pipeline import FittedPipeline, prepare_market
+    from himari_env.artifacts import RunArtifacts
+    from himari_env.pipeline import prepare_market
     from wrappers.stack import load_frame, make_himari_env
 
     run_dir = Path(run_dir)
     config = ExperimentConfig.from_dict(json.loads((run_dir / "config.json").read_text()),
                                         source=str(run_dir / "config.json"))
-    pipeline = FittedPipeline.load(run_dir / "pipeline")
+    bundle = RunArtifacts.load(run_dir)
     model_path = run_dir / model_name
     if not model_path.is_file():
         fallback = run_dir / "final_model.zip"
@@ -130,8 +138,14 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
     if split == "unseen" and data is None:
         raise ValueError("--split unseen needs --data PATH: a file with bars after the training data")
 
-    in_sample_frame = load_frame(config.env.data, seed=config.env.market_seed)
-    in_sample = prepare_market(in_sample_frame, pipeline=pipeline)
+    # The run bundle is the only fitted state: nothing below fits anything on any data.
+    in_sample_frame = frame if frame is not None else load_frame(config.env.data, seed=config.env.market_seed)
+    in_sample = prepare_market(in_sample_frame, artifacts=bundle)
+    if "train" not in in_sample.market.splits:
+        raise ValueError(
+            f"the training data {config.env.data} differ from those the run bundle of {run_dir} was fitted on "
+            f"(data hash {bundle.data_hash}); evaluate with the original file"
+        )
     passes: list[tuple[str, Any, str]] = [("train", in_sample, "train"), ("test", in_sample, "test")]
     if split == "all":
         passes.insert(1, ("val", in_sample, "val"))
@@ -146,17 +160,16 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
                 f"unseen data start at {unseen_frame.index[0]}, not after the training data's last bar "
                 f"{in_sample_frame.index[-1]}"
             )
-        passes.append(("unseen", prepare_market(unseen_frame, pipeline=pipeline), "all"))
+        # The bundle's training tail is prepended: scoring starts at the unseen file's first bar.
+        passes.append(("unseen", prepare_market(unseen_frame, artifacts=bundle), "all"))
 
     env_kwargs = config.env.env_kwargs()
-    if config.env.risk:
-        env_kwargs["risk_config"] = str(run_dir / "risk_config.json")
     env_kwargs.pop("data")
     env_kwargs.pop("seed")
 
     def make_env(prepared: Any, split_name: str, **overrides: Any) -> Any:
         kwargs = {**env_kwargs, "split": split_name, "episode_length": None, **overrides}
-        return make_himari_env(prepared, **kwargs)
+        return make_himari_env(prepared, **kwargs, artifacts=bundle)
 
     probe = DummyVecEnv([lambda: make_env(in_sample, "test")])
     model = load_ppo(model_path, probe, config, seed=config.train.seed)
@@ -168,11 +181,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
     report: dict[str, Any] = {"run_dir": str(run_dir), "model": model_path.name, "data": config.env.data,
                               "unseen_data": data, "fee_rate": config.env.fee_rate, "splits": {}}
     curves: dict[str, dict[str, np.ndarray]] = {}
-    risk_config = None
-    if config.env.risk:
-        from himari_env.risk import RiskConfig
-
-        risk_config = RiskConfig.load(run_dir / "risk_config.json")
+    risk_config = bundle.risk_config if config.env.risk else None
     trial_sharpes, ledger_file = _ledger_trials(run_dir, config)
     planted = _planted(config)
     baseline_sets: dict[int, Any] = {}

@@ -1,14 +1,17 @@
 """Train the regime-aware transformer PPO agent.
 
 ``himari train --config experiments/configs/cpu-small.yaml [--data PATH] [--timesteps N]
-[--resume RUN_DIR] [--run-dir DIR]`` (also ``python -m experiments.train``).
+[--resume RUN_DIR] [--run-dir DIR [--overwrite]]`` (also ``python -m experiments.train``).
+A run folder that already holds a run is refused unless ``--resume`` or ``--overwrite``.
 
 The run folder holds everything needed to reproduce and evaluate the run:
 
 * ``config.json``: the resolved configuration (after command-line overrides);
-* ``pipeline/``: the fitted pipeline (feature scaler, EKF settings, HMM), JSON + NPZ, so
-  evaluation rebuilds the exact observation without refitting;
-* ``risk_config.json``: the RSS risk layer calibrated on train (when ``env.risk``);
+* ``artifacts/``: the run bundle (:class:`himari_env.artifacts.RunArtifacts`, JSON + NPZ):
+  fitted pipeline (feature scaler, EKF and labeler settings, HMM), the RSS risk config
+  calibrated on train, the training tail and reward normalizer settings, data and code
+  hashes, and the validation state; evaluation and ``gym.make(..., artifacts=RUN_DIR)``
+  rebuild the exact observation from it without fitting anything;
 * ``tb/``: TensorBoard event files and ``progress.csv`` (PPO diagnostics: fps, approx_kl,
   clip_fraction, explained_variance, entropy_loss; per-regime action shares; reward terms;
   validation metrics);
@@ -31,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from agents.config import ExperimentConfig, load_config
 
 
@@ -48,30 +53,100 @@ def _override(config: ExperimentConfig, *, data: str | None, timesteps: int | No
     return dataclasses.replace(config, env=env, train=train)
 
 
-class _EnvFactory:
-    """Picklable env thunk factory (SubprocVecEnv sends it to worker processes)."""
+#: Entries of a run folder (what ``--overwrite`` removes; nothing else in the folder is touched).
+RUN_ENTRIES: tuple[str, ...] = (
+    "config.json", "artifacts", "pipeline", "risk_config.json", "tb", "checkpoints", "best",
+    "final_model.zip", "training_summary.json", "report.json", "report.md", "actions_by_regime.png",
+)
+RUN_ENTRY_PATTERNS: tuple[str, ...] = ("equity_*.npz", "equity_*.png", "drawdown_*.png")
 
-    def __init__(self, env_kwargs: dict[str, Any], pipeline_dir: str) -> None:
+
+class RunDirExistsError(ValueError):
+    """``train`` was pointed at a folder that already holds a run, without resume or overwrite."""
+
+
+def run_entries(run_dir: Path) -> list[Path]:
+    """The run-folder entries present in ``run_dir`` (empty when it is absent or holds no run)."""
+    if not run_dir.is_dir():
+        return []
+    found = [run_dir / name for name in RUN_ENTRIES if (run_dir / name).exists()]
+    for pattern in RUN_ENTRY_PATTERNS:
+        found += sorted(run_dir.glob(pattern))
+    return found
+
+
+def _claim_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix two runs in one folder: an existing run needs ``resume`` or ``overwrite``
+    (which removes the run's entries first)."""
+    import shutil
+
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite exclude each other: continue the run or replace it")
+    existing = run_entries(run_dir)
+    if resume:
+        if not (run_dir / "config.json").is_file():
+            raise FileNotFoundError(f"{run_dir} holds no run (config.json); cannot resume")
+        return
+    if existing and not overwrite:
+        names = ", ".join(path.name for path in existing[:4]) + (", ..." if len(existing) > 4 else "")
+        raise RunDirExistsError(
+            f"run folder {run_dir} already holds a run ({names}); pass --resume {run_dir} to continue it "
+            "or --overwrite to replace it"
+        )
+    for path in existing:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def _three(fractions: tuple[float, ...]) -> tuple[float, float, float]:
+    train, val, test = fractions
+    return (train, val, test)
+
+
+class _EnvFactory:
+    """Picklable env thunk factory (SubprocVecEnv sends it to worker processes).
+
+    ``data`` is a :class:`~himari_env.pipeline.PreparedMarket` (in-process envs, or a fold's
+    frame) or the config's data (``"synthetic"`` or a path: each worker prepares it from the
+    disk cache); ``artifacts_dir`` is the run bundle: nothing is fitted in a worker.
+    """
+
+    def __init__(self, env_kwargs: dict[str, Any], data: Any, artifacts_dir: str) -> None:
         self.env_kwargs = env_kwargs
-        self.pipeline_dir = pipeline_dir
+        self.data = data
+        self.artifacts_dir = artifacts_dir
 
     def __call__(self, rank: int):
         def thunk():
             import himari_env  # noqa: F401
             from wrappers.stack import make_himari_env
 
-            return make_himari_env(**self.env_kwargs, pipeline=self.pipeline_dir)
+            return make_himari_env(self.data, **self.env_kwargs, artifacts=self.artifacts_dir)
 
         return thunk
 
 
-def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, fold: int | None = None,
-          tag: str | None = None, ledger: str | Path | None = None) -> dict[str, Any]:
+def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, overwrite: bool = False,
+          fold: int | None = None, tag: str | None = None, ledger: str | Path | None = None,
+          extra_callbacks: list | None = None, frame: pd.DataFrame | None = None) -> dict[str, Any]:
     """Run (or resume) training into ``run_dir``; returns the training summary.
 
-    Every finished run appends one line to the trials ledger (:mod:`experiments.ledger`):
-    ``ledger`` when given, else ``$HIMARI_LEDGER`` or ``<train.runs_dir>/ledger.jsonl``.
-    ``fold`` and ``tag`` are recorded there (walk-forward fold index, tuning study...).
+    Parameters
+    ----------
+    config : the resolved configuration (written to ``run_dir/config.json``).
+    run_dir : the run folder. A folder that already holds a run is refused
+        (:class:`RunDirExistsError`) unless ``resume`` (continue it from its latest
+        checkpoint, its run bundle and its validation state) or ``overwrite`` (remove the
+        run's entries first).
+    fold, tag : recorded in the trials ledger (walk-forward fold index, tuning study...).
+    ledger : the trials ledger (:mod:`experiments.ledger`); default ``$HIMARI_LEDGER`` or
+        ``<train.runs_dir>/ledger.jsonl``. Every finished run appends one line.
+    extra_callbacks : SB3 callbacks appended to the standard set (e.g. a tuner's reporter).
+    frame : the training bars (a canonical OHLCV frame, e.g. a walk-forward fold's window)
+        instead of loading ``config.env.data``; the run bundle records its data hash. On
+        resume, the same bars must be given again.
     """
     import torch
 
@@ -79,30 +154,47 @@ def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, fold
     from agents.ppo import build_ppo, count_parameters, load_ppo, make_vec_env_from_config
     from experiments.ledger import ledger_path, record_training
     from experiments.progress import TqdmProgressCallback
+    from himari_env.artifacts import ARTIFACTS_DIRNAME, RunArtifacts, build_run_artifacts
     from himari_env.pipeline import PipelineConfig, prepare_market
+    from himari_env.provenance import frame_digest
+    from wrappers.rewards import RewardConfig
     from wrappers.stack import load_frame, make_himari_env
 
+    run_dir = Path(run_dir)
+    _claim_run_dir(run_dir, resume=resume, overwrite=overwrite)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    pipeline_dir = run_dir / "pipeline"
-    risk_config_path = run_dir / "risk_config.json"
-    if not (resume and (pipeline_dir / "pipeline.json").is_file()):
+    artifacts_dir = run_dir / ARTIFACTS_DIRNAME
+    own_frame = frame is not None
+    if frame is None:
         frame = load_frame(config.env.data, seed=config.env.market_seed)
-        prepared = prepare_market(frame, config=PipelineConfig(fit_hmm=config.env.regime_source == "hmm",
-                                                               split_fractions=config.env.split_fractions))
-        assert prepared.pipeline is not None
-        prepared.pipeline.save(pipeline_dir)
-        if config.env.risk:
-            from himari_env.risk import calibrate_risk
-
-            train_bars = prepared.market.splits["train"]
-            calibrate_risk(prepared.market.returns[train_bars],
-                           gap_before=prepared.market.gap_before[train_bars]).save(risk_config_path)
+    if resume:
+        bundle = RunArtifacts.load(artifacts_dir)
+        if frame_digest(frame) != bundle.data_hash:
+            raise ValueError(
+                f"the training data of {run_dir} changed since the run started (data hash "
+                f"{frame_digest(frame)}, bundle {bundle.data_hash}); resume with the same bars"
+            )
+        prepared = prepare_market(frame, artifacts=bundle)
+    else:
+        reward = RewardConfig(preset=config.env.reward)
+        bundle, prepared = build_run_artifacts(
+            frame,
+            pipeline_config=PipelineConfig(fit_hmm=config.env.regime_source == "hmm",
+                                           split_fractions=_three(config.env.split_fractions)),
+            risk=config.env.risk,
+            reward_windows=(reward.sigma_window, reward.e_window),
+            source=f"fold {fold}" if own_frame and fold is not None
+            else ("frame" if own_frame else str(config.env.data)),
+        )
+        bundle.save(artifacts_dir)
 
     env_kwargs = config.env.env_kwargs()
-    if config.env.risk:
-        env_kwargs["risk_config"] = str(risk_config_path)
-    vec_env = make_vec_env_from_config(config, _EnvFactory(env_kwargs, str(pipeline_dir)))
+    env_kwargs.pop("data")
+    in_process = config.train.n_envs == 1 or own_frame
+    vec_env = make_vec_env_from_config(
+        config, _EnvFactory(env_kwargs, prepared if in_process else config.env.data, str(artifacts_dir))
+    )
     tb_dir = run_dir / "tb"
     if resume:
         checkpoint = latest_checkpoint(run_dir / "checkpoints")
@@ -116,11 +208,13 @@ def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, fold
         model = build_ppo(vec_env, config, tensorboard_log=str(tb_dir), seed=config.train.seed)
 
     def make_validation_env():
-        return make_himari_env(**{**env_kwargs, "split": config.train.eval_split, "episode_length": None},
-                               pipeline=str(pipeline_dir))
+        return make_himari_env(prepared, **{**env_kwargs, "split": config.train.eval_split, "episode_length": None},
+                               artifacts=bundle)
 
-    callbacks = make_training_callbacks(config, run_dir=run_dir, make_eval_env=make_validation_env)
+    callbacks = make_training_callbacks(config, run_dir=run_dir, make_eval_env=make_validation_env,
+                                        validation_state=bundle.validation if resume else None)
     callbacks.callbacks.append(TqdmProgressCallback(total_timesteps=config.train.total_timesteps, initial=steps_done))
+    callbacks.callbacks.extend(extra_callbacks or [])
     remaining = max(config.train.total_timesteps - steps_done, 0)
     started = time.perf_counter()
     model.learn(total_timesteps=remaining, callback=callbacks, reset_num_timesteps=not resume)
@@ -128,7 +222,7 @@ def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, fold
     model.save(run_dir / "final_model.zip")
     vec_env.close()
     best_metric_path = run_dir / "best" / "best_metric.json"
-    summary = {
+    summary: dict[str, Any] = {
         "timesteps": int(model.num_timesteps),
         "timesteps_this_session": int(model.num_timesteps) - steps_done,
         "wall_seconds": wall_seconds,
@@ -158,6 +252,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-envs", type=int, help="override train.n_envs")
     parser.add_argument("--run-dir", help="run folder (default runs/<name>_seed<seed>_<time>)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run already in --run-dir")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -171,7 +266,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         config = _override(load_config(config_path), data=args.data, timesteps=args.timesteps, seed=args.seed,
                            n_envs=args.n_envs)
         run_dir = Path(args.run_dir) if args.run_dir else Path(config.train.runs_dir) / config.resolved_run_name()
-    summary = train(config, run_dir=run_dir, resume=bool(args.resume))
+    summary = train(config, run_dir=run_dir, resume=bool(args.resume), overwrite=args.overwrite)
     best = summary["best_validation"]
     compact = {key: value for key, value in summary.items() if key != "best_validation"}
     if best is not None:

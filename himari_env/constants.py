@@ -31,3 +31,10 @@ BARS_PER_YEAR: Final = 8760
 
 #: Binance spot taker fee without BNB discount (0.10 % of traded notional).
 DEFAULT_FEE_RATE: Final = 0.001
+
+#: Fee rates are fractions of traded notional in [0, MAX_FEE_RATE) (the env and the config).
+MAX_FEE_RATE: Final = 0.1
+
+#: The names the env factory, the configs and the CLI accept (one vocabulary).
+REWARD_PRESETS: Final[tuple[str, ...]] = ("adaptive", "adaptive-log", "simple", "opportunity", "sortino", "pnl")
+REGIME_SOURCES: Final[tuple[str, ...]] = ("rules", "hmm")

@@ -3,7 +3,8 @@
 Time convention (DESIGN.md, "Time and causality"): at step k the agent has seen the close of
 bar ``t = bar_index``; its action is a target position held over bar ``t + 1``.
 
-Accounting (exact, unit-tested by hand):
+Accounting (exact, unit-tested by hand; :func:`himari_env.accounting.accounting_step`, the rule
+the risk backtest and the Sortino calibration share):
 
 * ``turnover = |p_t - p_{t-1}|`` (fraction of equity traded at ``close[t]``),
 * ``fee = fee_rate * turnover * equity_t`` (charged at ``close[t]``),
@@ -32,14 +33,12 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from himari_env.constants import DEFAULT_FEE_RATE, N_REGIMES, REGIME_NAMES
+from himari_env.accounting import EQUITY_FLOOR, accounting_step, drawdown
+from himari_env.constants import DEFAULT_FEE_RATE, MAX_FEE_RATE, N_REGIMES, REGIME_NAMES
 from himari_env.market import MarketData
 
 ObsType = dict[str, Any]
 ActType = np.ndarray
-
-#: Equity floor used only to keep the reward finite on bankruptcy.
-_EQUITY_FLOOR = 1e-12
 
 
 class HimariBTCEnv(gym.Env[ObsType, ActType]):
@@ -80,8 +79,8 @@ class HimariBTCEnv(gym.Env[ObsType, ActType]):
             raise TypeError(f"market must be a MarketData, got {type(market).__name__}")
         if int(context) != context or context < 1:
             raise ValueError(f"context must be a positive integer, got {context!r}")
-        if not (math.isfinite(fee_rate) and 0.0 <= fee_rate < 0.1):
-            raise ValueError(f"fee_rate must be in [0, 0.1) (a fraction of notional), got {fee_rate!r}")
+        if not (math.isfinite(fee_rate) and 0.0 <= fee_rate < MAX_FEE_RATE):
+            raise ValueError(f"fee_rate must be in [0, {MAX_FEE_RATE}) (a fraction of notional), got {fee_rate!r}")
         if not (math.isfinite(max_leverage) and max_leverage > 0):
             raise ValueError(f"max_leverage must be a positive number, got {max_leverage!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -157,7 +156,7 @@ class HimariBTCEnv(gym.Env[ObsType, ActType]):
 
     @property
     def drawdown(self) -> float:
-        return 1.0 - self._equity / self._peak_equity
+        return drawdown(self._equity, self._peak_equity)
 
     @property
     def episode_bounds(self) -> tuple[int, int]:
@@ -207,15 +206,11 @@ class HimariBTCEnv(gym.Env[ObsType, ActType]):
             raise RuntimeError("step() called after the episode ended; call reset() first")
         target = self._parse_action(action)
         t = self._bar_index
-        turnover = abs(target - self._position)
         equity = self._equity
-        fee = self.fee_rate * turnover * equity
-        next_return = self._returns[t + 1]
-        new_equity = (equity - fee) * (1.0 + target * next_return)
-        bankrupt = new_equity <= _EQUITY_FLOOR
-        if bankrupt:
-            new_equity = 0.0
-        reward = math.log(max(new_equity, _EQUITY_FLOOR) / equity)
+        turnover, fee, new_equity, bankrupt = accounting_step(
+            equity, self._position, target, self._returns[t + 1], self.fee_rate
+        )
+        reward = math.log(max(new_equity, EQUITY_FLOOR) / equity)
 
         self._position_path[self._steps] = target
         self._steps += 1
@@ -269,7 +264,7 @@ class HimariBTCEnv(gym.Env[ObsType, ActType]):
             "equity": self._equity,
             "fee": fee,
             "turnover": turnover,
-            "drawdown": 1.0 - self._equity / self._peak_equity,
+            "drawdown": drawdown(self._equity, self._peak_equity),
             "spans_gap": spans_gap,
             "reward_terms": {"pnl": reward},
         }

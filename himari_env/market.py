@@ -112,15 +112,17 @@ class MarketData:
 
     def decision_range(self, split: str | None, context: int) -> tuple[int, int]:
         """First and last-plus-one *decision* bar for ``split`` (``None`` or ``"all"``: every
-        bar). A decision at bar t needs ``context`` bars of valid history
-        (``t - context + 1 >= first_bar``) and the next bar's return, so the last decision bar of a split
-        ``[a, b)`` is ``b - 2``."""
-        if split is None or split == "all":
+        bar, unless ``splits`` names an ``"all"`` range: a market prepared from later data with
+        a run's training tail prepended scores only the later data's bars). A decision at bar t
+        needs ``context`` bars of valid history (``t - context + 1 >= first_bar``) and the next
+        bar's return, so the last decision bar of a split ``[a, b)`` is ``b - 2``."""
+        if (split is None or split == "all") and "all" not in self.splits:
             start, stop = 0, self.n_bars
         else:
+            split = split or "all"
             if split not in self.splits:
                 raise ValueError(
-                    f"unknown split {split!r}; this market has {sorted(self.splits) + ['all']}"
+                    f"unknown split {split!r}; this market has {sorted(set(self.splits) | {'all'})}"
                 )
             start, stop, _ = self.splits[split].indices(self.n_bars)
         first = max(start, self.first_bar + context - 1)

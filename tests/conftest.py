@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,20 @@ def real_data_path() -> Path:
     return REAL_DATA_PATH
 
 
-@pytest.fixture(autouse=True)
-def _isolated_ledger(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Training in tests writes its trials-ledger lines to a temporary file, never to runs/."""
-    if "HIMARI_LEDGER" not in os.environ or not os.environ["HIMARI_LEDGER"].startswith(str(tmp_path_factory.getbasetemp())):
-        monkeypatch.setenv("HIMARI_LEDGER", str(tmp_path_factory.mktemp("ledger") / "ledger.jsonl"))
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Training in tests writes its trials-ledger lines to a temporary file, never to runs/.
+    Session-scoped, so module-scoped fixtures that train (tests/test_train_evaluate.py) use it too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HIMARI_LEDGER", str(tmp_path_factory.mktemp("ledger") / "ledger.jsonl"))
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_market_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Prepared markets are cached in one temporary folder for the test session, never in the
+    user's cache folder (whose arrays another code version may have written). Session-scoped,
+    so module-scoped fixtures that train or prepare markets use it too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HIMARI_CACHE_DIR", str(tmp_path_factory.mktemp("market-cache")))
+        yield

@@ -29,6 +29,7 @@ from agents.callbacks import (
 from agents.config import TrainConfig
 from agents.ppo import build_ppo, load_ppo
 from himari_env import metrics
+from himari_env.artifacts import ValidationState
 from tests.test_extractor import TinyRegimeEnv, tiny_config
 
 torch.set_num_threads(1)
@@ -250,6 +251,32 @@ def test_a_collapsed_validation_pass_cannot_become_the_best_model(tmp_path: Path
     assert len(history) == 2
     assert all(not record["eligible"] and not record["improved"] for record in history)
     assert not (tmp_path / "best" / "best_model.zip").exists()
+
+
+def test_a_resumed_validation_keeps_the_earlier_best_model_and_history(tmp_path: Path) -> None:
+    # Fault 1: on resume the best score restarted at minus infinity and the history at [],
+    # so a worse pass replaced best_model.zip and evaluations.json lost the earlier records.
+    earlier = [{"num_timesteps": 64, "metric": "sharpe", "value": 1e6, "eligible": True, "improved": True}]
+    state = ValidationState(metric="sharpe", best_value=1e6, best_num_timesteps=64, history=earlier)
+    model = build_ppo(DummyVecEnv([TinyRegimeEnv]), tiny_config(), tensorboard_log=None, seed=2)
+    validation = ValidationCallback(
+        lambda: TinyRegimeEnv(episode_length=40, market_seed=1),
+        eval_freq=64,
+        best_model_dir=tmp_path / "best",
+        eligible_hold_range=None,
+        state=state,
+        state_path=tmp_path / "validation.json",
+    )
+    model.learn(total_timesteps=128, callback=CallbackList([RegimeActionStatsCallback(), validation]))
+    history = json.loads((tmp_path / "best" / "evaluations.json").read_text(encoding="utf-8"))
+    assert history[0] == earlier[0]
+    assert [record["num_timesteps"] for record in history] == [64, 128]  # continues after step 64
+    assert not history[1]["improved"] and history[1]["value"] < 1e6
+    assert not (tmp_path / "best" / "best_model.zip").exists()
+    saved = ValidationState.load(tmp_path / "validation.json")
+    assert (saved.best_value, saved.best_num_timesteps, saved.history) == (1e6, 64, history)
+    with pytest.raises(ValueError, match="selects by 'sharpe'"):
+        ValidationCallback(TinyRegimeEnv, eval_freq=10, best_model_dir=tmp_path, metric="total_return", state=state)
 
 
 def test_validation_metric_must_be_known() -> None:

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from himari_env.accounting import accounting_path, accounting_step, drawdown, drawdown_path
 from himari_env.env import HimariBTCEnv
 from himari_env.market import market_from_prices
 
@@ -137,3 +138,25 @@ def test_invalid_actions_raise_clear_errors(bad):
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_env(**kwargs)
+
+
+def test_the_accounting_step_is_the_hand_rule_and_the_path_iterates_it():
+    # equity 2, from +0.5 to -1: turnover 1.5, fee 0.001 * 1.5 * 2 = 0.003,
+    # equity (2 - 0.003) * (1 - 1 * 0.02) = 1.95706.
+    turnover, fee, equity, bankrupt = accounting_step(2.0, 0.5, -1.0, 0.02, 0.001)
+    assert (turnover, fee, bankrupt) == (1.5, 0.003, False)
+    assert equity == pytest.approx(1.95706, rel=1e-15)
+    assert accounting_step(1.0, 0.0, -1.0, 1.0, 0.0) == (1.0, 0.0, 0.0, True)  # a short through +100 %
+    rng = np.random.default_rng(3)
+    positions = rng.choice([-1.0, -0.5, 0.0, 0.5, 1.0], 500)
+    returns = rng.normal(0.0, 0.01, 500)
+    path, turnovers, fees, broke = accounting_path(positions, returns, 0.001)
+    equity, previous, stepped = 1.0, 0.0, [1.0]
+    for position, next_return, turnover, fee in zip(positions, returns, turnovers, fees, strict=True):
+        step_turnover, step_fee, equity, _ = accounting_step(equity, previous, position, next_return, 0.001)
+        assert (step_turnover, step_fee) == pytest.approx((turnover, fee), rel=1e-12, abs=1e-15)
+        previous = position
+        stepped.append(equity)
+    np.testing.assert_allclose(path, stepped, rtol=1e-12)
+    assert not broke
+    np.testing.assert_allclose(drawdown_path(path), [drawdown(e, p) for e, p in zip(path, np.maximum.accumulate(path), strict=True)])

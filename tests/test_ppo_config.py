@@ -206,3 +206,21 @@ def test_resumed_model_continues_the_timestep_count(tmp_path: Path) -> None:
 def test_loading_a_missing_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"no saved model at .*nothing\.zip"):
         load_ppo(tmp_path / "nothing.zip", DummyVecEnv([TinyRegimeEnv]), tiny_config())
+
+
+def test_the_config_and_the_env_factory_share_one_vocabulary_of_names_and_defaults():
+    import inspect
+
+    from himari_env import constants
+    from wrappers import observations, rewards
+    from wrappers.stack import make_himari_env
+
+    factory = inspect.signature(make_himari_env).parameters
+    env = EnvConfig()
+    for name, value in env.env_kwargs().items():
+        assert factory[name].default == value, name  # `risk` was False here, True in the factory
+    assert rewards.REWARD_PRESETS == constants.REWARD_PRESETS
+    assert observations.REGIME_SOURCES == constants.REGIME_SOURCES
+    # One fee range: [0, 0.1) in the env and the config (the config allowed [0, 1)).
+    with pytest.raises(ConfigError, match=r"env\.fee_rate: must be in \[0, 0\.1\)"):
+        EnvConfig(fee_rate=0.5)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from experiments.cli import main
+from himari_env.risk.backtest import momentum_directions, run_backtest
 from himari_env.risk.config import RiskConfig
+from himari_env.risk.report import load_inputs
 from himari_env.risk.sortino import SortinoConfig
 
 
@@ -36,10 +39,18 @@ def test_calibrate_risk_writes_a_loadable_config_and_train_test_report(ohlcv_csv
     config = RiskConfig.load(tmp_path / "risk_config.json")
     assert config.is_calibrated
     assert report["config"] == config.to_dict()
+    # The reported passes are those of the saved config: recomputed from it, train and test.
+    inputs = load_inputs(Path(ohlcv_csv))
+    directions = momentum_directions(inputs.close, 24)
     for period in ("train", "test"):
         assert set(report[period]["evt"]) >= {"xi", "sigma", "var99", "es99"}
         assert set(report[period]["kelly"]) >= {"win_rate", "payoff_ratio", "informative"}
-        assert report[period]["risk_on"]["max_drawdown"] <= 1.0
+        split = inputs.splits[period]
+        for layer, risk_config in (("risk_on", config), ("risk_off", None)):
+            rerun = run_backtest(inputs.returns, directions, inputs.regime_ids, start=split.start,
+                                 stop=split.stop - 1, config=risk_config, fee_rate=0.001, max_leverage=3.0)
+            for metric in ("max_drawdown", "var99", "total_return"):
+                assert report[period][layer][metric] == pytest.approx(rerun.summary()[metric], rel=1e-12), metric
         assert sum(report[period]["binding_shares"].values()) == pytest.approx(1.0)
     assert len(report["brake_grid"]) == 6
     markdown = (tmp_path / "risk_report.md").read_text()

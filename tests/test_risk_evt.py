@@ -11,8 +11,11 @@ from scipy import stats
 from himari_env.risk.evt import (
     EVTFitError,
     EVTParams,
+    EVTTailWarning,
     TailFit,
+    empirical_es,
     evt_position_cap,
+    finite_es_tail,
     fit_gpd,
     fit_tail,
     tail_es,
@@ -100,3 +103,59 @@ def test_evt_params_pick_the_tail_of_the_direction():
     assert params.unit_es(-1) == pytest.approx(tail_es(short_tail, 0.99))
     with pytest.raises(ValueError, match="es_budget"):
         EVTParams(es_budget=-0.1)
+
+
+def heavy_tailed_returns(seed: int = 0, n: int = 3_000) -> np.ndarray:
+    """A coin with extreme pumps: Student-t(0.7) moves, losses bounded by the price floor."""
+    moves = np.random.default_rng(seed).standard_t(0.7, n) * 0.002
+    with np.errstate(over="ignore"):
+        returns = np.where(moves < 0, np.expm1(np.maximum(moves, -50.0)), moves)
+    return np.maximum(returns, -0.95)
+
+
+def test_empirical_es_is_the_mean_loss_beyond_the_empirical_var():
+    returns = np.array([-0.10, -0.05, 0.0, 0.01, 0.02, -0.20, 0.03, 0.04, 0.05, 0.06])
+    losses = -returns
+    var = np.quantile(losses, 0.8)
+    assert empirical_es(returns, side="long", level=0.8) == pytest.approx(losses[losses >= var].mean())
+    assert empirical_es(returns, side="short", level=0.8) == pytest.approx(
+        returns[returns >= np.quantile(returns, 0.8)].mean())
+
+
+def test_a_tail_too_heavy_for_a_finite_es_falls_back_to_the_empirical_es_with_a_warning():
+    returns = heavy_tailed_returns()
+    short = fit_tail(returns, side="short")
+    assert short.xi >= 1.0  # the fault: tail_es(short) raised "expected shortfall is infinite"
+    with pytest.raises(EVTFitError, match="infinite"):
+        tail_es(short, 0.99)
+    with pytest.warns(EVTTailWarning, match=r"xi=.* >= 1 .*empirical ES99"):
+        patched = finite_es_tail(short, returns, side="short", level=0.99)
+    assert tail_es(patched, 0.99) == empirical_es(returns, side="short", level=0.99)
+    with pytest.raises(EVTFitError, match="infinite"):
+        tail_es(patched, 0.95)  # the fallback holds for the level it was computed at only
+    light = fit_tail(returns, side="long")
+    assert light.xi < 1.0 and finite_es_tail(light, returns, side="long", level=0.99) is light
+
+
+def test_the_risk_layer_runs_on_a_market_with_extreme_moves():
+    from himari_env.env import HimariBTCEnv
+    from himari_env.market import market_from_prices
+    from himari_env.risk.calibration import calibrate_risk
+    from himari_env.risk.config import RiskConfig
+    from wrappers.risk_action import RSSRiskAction
+
+    returns = heavy_tailed_returns()
+    close = 100.0 * np.cumprod(np.concatenate(([1.0], 1.0 + returns)))
+    market = market_from_prices(close, splits={"train": slice(0, 2_000), "test": slice(2_000, close.size)})
+    with pytest.warns(EVTTailWarning):
+        env = RSSRiskAction(HimariBTCEnv(market, split="test", context=5, episode_length=None), None)
+    env.reset(seed=0)
+    for action in [1, 2, 0, 2, 1] * 20:
+        _, _, terminated, truncated, info = env.step(action)
+        assert math.isfinite(info["position"]) and math.isfinite(info["equity"])
+        if terminated or truncated:
+            break
+    # The fallback survives the JSON round trip of the config.
+    with pytest.warns(EVTTailWarning):
+        config = calibrate_risk(market.returns[1:2_000])
+    assert RiskConfig.from_json(config.to_json()) == config

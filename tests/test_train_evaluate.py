@@ -37,9 +37,10 @@ def run_dir(tmp_path_factory):
 
 
 def test_training_writes_config_pipeline_models_and_checkpoints(run_dir):
-    for name in ("config.json", "pipeline/pipeline.json", "pipeline/pipeline_scaler.npz", "risk_config.json",
-                 "final_model.zip", "best/best_model.zip", "best/best_metric.json", "checkpoints/latest.json",
-                 "training_summary.json"):
+    for name in ("config.json", "artifacts/manifest.json", "artifacts/pipeline/pipeline.json",
+                 "artifacts/pipeline/pipeline_scaler.npz", "artifacts/risk_config.json", "artifacts/tail.npz",
+                 "artifacts/validation.json", "final_model.zip", "best/best_model.zip", "best/best_metric.json",
+                 "checkpoints/latest.json", "training_summary.json"):
         assert (run_dir / name).is_file(), name
     assert not list(run_dir.rglob("*.pkl"))
     summary = json.loads((run_dir / "training_summary.json").read_text())
@@ -88,14 +89,66 @@ def test_flat_baseline_keeps_equity_and_buy_and_hold_pays_one_fee(run_dir):
     assert test["buy_and_hold"]["trade_count"] == 1
 
 
-def test_resume_continues_from_the_latest_checkpoint(run_dir):
+def test_resume_continues_from_the_checkpoint_and_keeps_the_best_model_and_history(run_dir):
+    # Fault 1: on resume the validation restarted from minus infinity and an empty history, so
+    # the first (worse) evaluation after it replaced best_model.zip and erased the history.
     from agents.config import ExperimentConfig
+    from himari_env.artifacts import ValidationState
+
+    before = json.loads((run_dir / "best" / "evaluations.json").read_text())
+    best_before = json.loads((run_dir / "best" / "best_metric.json").read_text())
+    model_before = (run_dir / "best" / "best_model.zip").read_bytes()
+    config = ExperimentConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, total_timesteps=640))
+    summary = train(config, run_dir=run_dir, resume=True)
+    assert summary["timesteps"] == 640
+    assert summary["timesteps_this_session"] == 640 - 384
+    after = json.loads((run_dir / "best" / "evaluations.json").read_text())
+    assert after[: len(before)] == before
+    assert [record["num_timesteps"] for record in after[len(before):]] == [576]  # every 192 steps, continued
+    best_after = json.loads((run_dir / "best" / "best_metric.json").read_text())
+    assert best_after["value"] == max(record["value"] for record in after if record["eligible"])
+    assert best_after["value"] >= best_before["value"]
+    if best_after["num_timesteps"] == best_before["num_timesteps"]:
+        assert (run_dir / "best" / "best_model.zip").read_bytes() == model_before
+    state = ValidationState.load(run_dir / "artifacts" / "validation.json")
+    assert state.history == after and state.best_value == best_after["value"]
+    assert summary["best_validation"] == best_after
+
+
+def test_training_into_an_existing_run_is_refused_without_resume_or_overwrite(run_dir):
+    # Fault 6: a second run silently mixed its files with the first one's.
+    from agents.config import ExperimentConfig
+    from experiments.train import RunDirExistsError
 
     config = ExperimentConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, total_timesteps=512))
-    summary = train(config, run_dir=run_dir, resume=True)
-    assert summary["timesteps"] == 512
-    assert summary["timesteps_this_session"] == 512 - 384
+    listing = sorted(path.name for path in run_dir.iterdir())
+    with pytest.raises(RunDirExistsError, match=r"already holds a run .*--resume .*--overwrite"):
+        train(config, run_dir=run_dir)
+    with pytest.raises(ValueError, match="exclude each other"):
+        train(config, run_dir=run_dir, resume=True, overwrite=True)
+    assert sorted(path.name for path in run_dir.iterdir()) == listing
+
+
+def test_the_cli_refuses_an_existing_run_folder_in_one_line(run_dir, capsys):
+    from experiments.cli import main
+
+    assert main(["train", "--run-dir", str(run_dir), "--timesteps", "64"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and str(run_dir) in error and "--overwrite" in error
+
+
+def test_overwrite_removes_the_previous_runs_entries_and_nothing_else(tmp_path):
+    from experiments.train import _claim_run_dir
+
+    for name in ("config.json", "report.md", "final_model.zip", "equity_test.png", "notes.txt"):
+        (tmp_path / name).write_text("old")
+    for folder in ("best", "checkpoints", "artifacts", "tb"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "file").write_text("old")
+    _claim_run_dir(tmp_path, resume=False, overwrite=True)
+    assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
+    _claim_run_dir(tmp_path / "fresh", resume=False, overwrite=False)  # an absent folder is free
 
 
 def test_unseen_data_is_evaluated_with_the_runs_fitted_pipeline(run_dir, tmp_path):
@@ -107,8 +160,11 @@ def test_unseen_data_is_evaluated_with_the_runs_fitted_pipeline(run_dir, tmp_pat
     report = evaluate_run(run_dir, split="unseen", data=str(unseen_path), write=False)
     assert set(report["splits"]) == {"train", "test", "unseen"}
     unseen = report["splits"]["unseen"]
-    assert unseen["period"][0] > report["splits"]["test"]["period"][1]
-    assert unseen["agent"]["n_bars"] > 1000
+    # The run bundle's training tail is prepended: the first unseen bar is already scored
+    # (fault 5: about 765 warm-up bars of the file were lost), and nothing is fitted on it.
+    assert pd.Timestamp(unseen["period"][0], tz="UTC") == later.index[0]
+    assert pd.Timestamp(unseen["period"][1], tz="UTC") == later.index[-1]
+    assert unseen["agent"]["n_bars"] == len(later) - 1
     assert "unseen" in report["hold_table"]["Overall"]
 
 
@@ -119,3 +175,36 @@ def test_unseen_data_overlapping_the_training_data_is_refused(run_dir, tmp_path)
     overlapping.to_parquet(path)
     with pytest.raises(ValueError, match="not after the training data"):
         evaluate_run(run_dir, split="unseen", data=str(path), write=False)
+
+
+def test_a_fold_trains_on_a_given_frame_with_extra_callbacks_and_is_evaluated_on_it(run_dir, tmp_path):
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from agents.config import ExperimentConfig
+    from himari_env.artifacts import RunArtifacts
+    from himari_env.provenance import frame_digest
+
+    class CountSteps(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.steps = 0
+
+        def _on_step(self) -> bool:
+            self.steps += 1
+            return True
+
+    config = ExperimentConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    config = dataclasses.replace(config, env=dataclasses.replace(config.env, risk=False),  # a short fold: no EVT
+                                 train=dataclasses.replace(config.train, total_timesteps=128, eval_freq=64,
+                                                           checkpoint_freq=0))
+    fold_frame = load_frame(config.env.data).iloc[:2_600]
+    counter = CountSteps()
+    train(config, run_dir=tmp_path / "fold", fold=0, frame=fold_frame, extra_callbacks=[counter])
+    assert counter.steps == 128
+    bundle = RunArtifacts.load(tmp_path / "fold")
+    assert bundle.data_hash == frame_digest(fold_frame) and bundle.n_bars == 2_600
+    assert [record["num_timesteps"] for record in bundle.validation.history] == [64, 128]
+    report = evaluate_run(tmp_path / "fold", split="test", frame=fold_frame, write=False)
+    assert report["splits"]["test"]["period"][1].startswith(str(fold_frame.index[-1].tz_convert(None).date()))
+    with pytest.raises(ValueError, match="differ from those the run bundle"):
+        evaluate_run(tmp_path / "fold", split="test", write=False)  # the whole file is not the fold

@@ -19,10 +19,10 @@ cut the size most, ``"none"`` or ``"hold"``) and ``"risk_state"`` (the causal in
 within the band, no fee). HOLD always sends exactly 0.0.
 
 Calibration: without a calibrated config the wrapper fits one on the market's ``train`` split
-at construction (about 0.2 s for five years of hours). To evaluate on *unseen* data (another
-file, ``split="all"``), pass the config fitted on the training market
-(``wrapper.config.save(path)``, then ``risk_config=path``): the unseen file's own "train"
-split is not training data.
+at construction (about 0.2 s for five years of hours). A market prepared from *unseen* data
+with a run bundle (``gym.make(..., data=LATER, artifacts=RUN_DIR, split="all")``) has no
+``train`` split, only ``all``: the env factory passes the bundle's config, and without one
+the wrapper refuses instead of fitting on the unseen bars.
 
 Cost: the composer's scalar arithmetic, an O(1) update of the episode state and the info
 dicts, about 20-30 us a step on top of the core env (measured on a shared 2-core machine).
@@ -96,7 +96,8 @@ class RSSRiskAction(gym.Wrapper):
             if "train" not in market.splits:
                 raise ValueError(
                     "RSSRiskAction without a calibrated RiskConfig calibrates on the market's "
-                    f"'train' split, but this market has splits {sorted(market.splits)}"
+                    f"'train' split, but this market has splits {sorted(market.splits)}: pass the "
+                    "training run's risk config (risk_config=PATH or artifacts=RUN_DIR)"
                 )
             train = market.splits["train"]
             config = calibrate_risk(market.returns[train], config=config, gap_before=market.gap_before[train])

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,10 @@ from typing import Any
 import gymnasium as gym
 import pandas as pd
 
+from himari_env.artifacts import RunArtifacts
 from himari_env.constants import DEFAULT_FEE_RATE
 from himari_env.env import HimariBTCEnv
-from himari_env.pipeline import FittedPipeline, PipelineConfig, PreparedMarket, prepare_market
+from himari_env.pipeline import PipelineConfig, PreparedMarket, prepare_market
 from wrappers.actions import DiscreteDirection
 from wrappers.observations import REGIME_SOURCES, RegimeFeatureObservation
 from wrappers.rewards import RewardConfig
@@ -54,28 +56,54 @@ def load_frame(data: str | Path | pd.DataFrame, *, seed: int = 0, synthetic_bars
     raise TypeError(f"data must be 'synthetic', a path or a DataFrame, got {type(data).__name__}")
 
 
+def _data_key(data: str | Path) -> tuple:
+    """Memo key of a ``data`` argument: a file is named by its resolved path, size and
+    modification time, so a file rewritten in place is read again."""
+    if isinstance(data, str) and data == "synthetic":
+        return ("synthetic",)
+    path = Path(data).resolve()
+    try:
+        stat = path.stat()
+    except OSError:
+        return (str(path),)  # load_frame reports the missing file
+    return (str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def _resolve_artifacts(artifacts: RunArtifacts | str | Path | None) -> RunArtifacts | None:
+    if artifacts is None or isinstance(artifacts, RunArtifacts):
+        return artifacts
+    return RunArtifacts.load(artifacts)
+
+
 def prepare(
     data: str | Path | pd.DataFrame = "synthetic",
     *,
     seed: int = 0,
-    pipeline: FittedPipeline | str | Path | None = None,
+    artifacts: RunArtifacts | str | Path | None = None,
     pipeline_config: PipelineConfig | None = None,
     synthetic_bars: int = SYNTHETIC_BARS,
 ) -> PreparedMarket:
-    """Prepare (and memoize in this process) the market for ``data``."""
+    """Prepare (and memoize in this process) the market for ``data``.
+
+    With ``artifacts`` (a :class:`~himari_env.artifacts.RunArtifacts` or a run folder),
+    nothing is fitted on ``data`` and ``pipeline_config`` is not used. The memo is keyed by content, never by object identity:
+    the data file's path, size and modification time, and the bundle's fingerprint.
+    """
+    bundle = _resolve_artifacts(artifacts)
     key = None
     if not isinstance(data, pd.DataFrame):
-        # A pipeline folder is named by its path; an in-memory pipeline by its identity.
-        pipeline_key = str(Path(pipeline).resolve()) if isinstance(pipeline, str | Path) else id(pipeline)
-        key = (str(data), seed, synthetic_bars, pipeline_key if pipeline is not None else None,
-               repr(pipeline_config))
+        # With a bundle, its fingerprint names the whole fitted state (pipeline_config is unused).
+        fitted = repr(pipeline_config) if bundle is None else bundle.fingerprint()
+        key = (_data_key(data), seed, synthetic_bars, fitted)
         if key in _PREPARED:
             _PREPARED.move_to_end(key)
-            return _PREPARED[key]
-    if isinstance(pipeline, str | Path):
-        pipeline = FittedPipeline.load(pipeline)
+            cached = _PREPARED[key]
+            return cached if bundle is None else dataclasses.replace(cached, artifacts=bundle)
     frame = load_frame(data, seed=seed, synthetic_bars=synthetic_bars)
-    prepared = prepare_market(frame, config=pipeline_config, pipeline=pipeline)
+    if bundle is not None:
+        prepared = prepare_market(frame, artifacts=bundle)
+    else:
+        prepared = prepare_market(frame, config=pipeline_config)
     if key is not None:
         _PREPARED[key] = prepared
         while len(_PREPARED) > _PREPARED_MAX:
@@ -96,10 +124,11 @@ def make_himari_env(
     risk: bool = True,
     risk_config: Any | None = None,
     seed: int = 0,
-    pipeline: FittedPipeline | str | Path | None = None,
+    artifacts: RunArtifacts | str | Path | None = None,
     pipeline_config: PipelineConfig | dict[str, Any] | None = None,
     render_mode: str | None = None,
     decision_interval: int = 1,
+    pipeline: Any = None,
 ) -> gym.Env:
     """Build the full HIMARI stack.
 
@@ -108,8 +137,9 @@ def make_himari_env(
     data : ``"synthetic"`` (the embedded seeded market), a path (Binance kline CSV/ZIP, any
         OHLCV CSV/Parquet), a canonical DataFrame, or an already :class:`PreparedMarket`.
     split : ``"train"``, ``"val"``, ``"test"`` or ``"all"`` (chronological 60/20/20).
-        For unseen data, pass the later file as ``data`` with a fitted ``pipeline`` and
-        ``split="all"``.
+        For unseen data, pass the later file as ``data`` with the training run's
+        ``artifacts`` and ``split="all"``: nothing is fitted on it, the run's training tail
+        is prepended (features warm from the file's first bar) and ``all`` is the file's bars.
     context : observation window in bars (default 100).
     reward : preset name (``adaptive``, ``simple``, ``opportunity``, ``sortino``, ``pnl``) or
         a :class:`~wrappers.rewards.RewardConfig`.
@@ -121,12 +151,21 @@ def make_himari_env(
         ``None``: one deterministic pass over the split.
     risk : wrap with the RSS risk layer (sized positions); ``False`` uses
         :class:`~wrappers.actions.DiscreteDirection` (positions 0, +1, -1).
+    risk_config : a calibrated :class:`~himari_env.risk.config.RiskConfig` or its JSON path;
+        default: the bundle's, else fitted on the market's own train split.
     seed : seed of the synthetic market (the env's own randomness is seeded by ``reset``).
-    pipeline : a fitted pipeline (or its folder) to reuse instead of fitting on ``data``.
+    artifacts : a run bundle (:class:`~himari_env.artifacts.RunArtifacts`) or a run folder:
+        the fitted state to use instead of fitting on ``data``.
     decision_interval : bars per decision (default 1): the outermost
         :class:`~wrappers.decision.DecisionInterval` holds each action that many bars and
         sums their rewards; the market, fee and risk layer still step every bar.
+    pipeline : removed (use ``artifacts``); passing it raises a TypeError that says so.
     """
+    if pipeline is not None:
+        raise TypeError(
+            "make_himari_env(pipeline=...) was replaced by artifacts=RUN_DIR: the run bundle holds the "
+            "pipeline, the risk config and the training tail, so nothing is fitted on the data"
+        )
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if regime_source not in REGIME_SOURCES:
@@ -136,15 +175,27 @@ def make_himari_env(
         pipeline_config = PipelineConfig.from_dict(pipeline_config)
     if regime_source == "hmm":
         pipeline_config = PipelineConfig(**{**(pipeline_config or PipelineConfig()).to_dict(), "fit_hmm": True})
+    bundle = _resolve_artifacts(artifacts)
     if isinstance(data, PreparedMarket):
         prepared = data
+        if bundle is not None and prepared.artifacts is not None and prepared.artifacts is not bundle \
+                and prepared.artifacts.fingerprint() != bundle.fingerprint():
+            raise ValueError("the PreparedMarket was prepared with a different run bundle than artifacts=")
+        bundle = bundle or prepared.artifacts
     else:
-        prepared = prepare(data, seed=seed, pipeline=pipeline, pipeline_config=pipeline_config)
+        prepared = prepare(data, seed=seed, artifacts=bundle, pipeline_config=pipeline_config)
     if regime_source not in prepared.regime_ids:
+        fix = ("the run bundle has no HMM: train the run with regime_source 'hmm'" if bundle is not None
+               else "prepare it with PipelineConfig(fit_hmm=True)")
         raise ValueError(
             f"regime_source={regime_source!r} is not available in this prepared market "
-            f"(has {sorted(prepared.regime_ids)}); prepare it with PipelineConfig(fit_hmm=True)"
+            f"(has {sorted(prepared.regime_ids)}); {fix}"
         )
+    if risk and risk_config is None and bundle is not None:
+        if bundle.risk_config is None:
+            raise ValueError("the run bundle has no calibrated risk config (its calibration failed); "
+                             "pass risk=False or risk_config=PATH")
+        risk_config = bundle.risk_config
 
     env: gym.Env = HimariBTCEnv(
         prepared.market,

@@ -3,9 +3,9 @@
 Used by the calibration commands and the tests; a test checks it step by step against
 :class:`~himari_env.env.HimariBTCEnv` wrapped in :class:`~wrappers.risk_action.RSSRiskAction`.
 
-Accounting (the environment contract): a decision at bar t sets the target position ``p_t``,
-``turnover_t = |p_t - p_{t-1}|``, ``fee_t = fee_rate * turnover_t * equity_t`` at ``close[t]``,
-``equity_{t+1} = (equity_t - fee_t) * (1 + p_t * r[t+1])``. Positions go through float32 (and the
+Accounting: the env's own rule, :mod:`himari_env.accounting` (a decision at bar t sets the
+target position ``p_t``, ``turnover_t = |p_t - p_{t-1}|``, ``fee_t = fee_rate * turnover_t *
+equity_t`` at ``close[t]``, ``equity_{t+1} = (equity_t - fee_t) * (1 + p_t * r[t+1])``). Positions go through float32 (and the
 env's clamp to [-max_leverage, max_leverage]) as they do through the env's Box action space. Equity at or below 1e-12 is a bankruptcy: the
 pass stops there with equity 0.
 
@@ -24,12 +24,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from himari_env.accounting import accounting_path, accounting_step
 from himari_env.metrics import performance_summary
 from himari_env.risk.composer import BINDING_HOLD, METHOD_ORDER, apply_rebalance_band
 from himari_env.risk.config import RiskConfig
 from himari_env.risk.engine import RiskEngine
-
-_EQUITY_FLOOR = 1e-12
 
 
 def momentum_directions(close: ArrayLike, lookback: int = 24) -> np.ndarray:
@@ -150,18 +149,8 @@ def _unit_backtest(r: np.ndarray, dirs: np.ndarray, start: int, stop: int, fee_r
                    max_leverage: float) -> BacktestResult:
     size = float(np.float32(min(1.0, max_leverage)))
     positions = dirs[start:stop].astype(np.float64) * size
-    turnover = np.abs(np.diff(positions, prepend=0.0))
-    growth = (1.0 - fee_rate * turnover) * (1.0 + positions * r[start + 1 : stop + 1])
-    equity = np.concatenate(([1.0], np.cumprod(growth)))
-    bankrupt_at = np.flatnonzero(equity <= _EQUITY_FLOOR)
-    bankrupt = bankrupt_at.size > 0
-    if bankrupt:
-        last = int(bankrupt_at[0])
-        equity = equity[: last + 1]
-        equity[-1] = 0.0
-        positions, turnover = positions[:last], turnover[:last]
-    fees = fee_rate * turnover * equity[:-1]
-    return BacktestResult(equity, positions, fees, turnover, (), bankrupt)
+    equity, turnover, fees, bankrupt = accounting_path(positions, r[start + 1 : stop + 1], fee_rate)
+    return BacktestResult(equity, positions[: turnover.size], fees, turnover, (), bankrupt)
 
 
 def _risk_backtest(engine: RiskEngine, r: list[float], dirs: list[int], regimes: list[int],
@@ -185,14 +174,11 @@ def _risk_backtest(engine: RiskEngine, r: list[float], dirs: list[int], regimes:
         # As through the env: float32 action, then the env's clamp to [-L, L].
         size, _ = apply_rebalance_band(sizing.position, previous, engine.config.rebalance_band)
         position = max(-bound, min(bound, float(to_float32(size))))
-        turnover = abs(position - previous)
-        fee = fee_rate * turnover * equity
-        new_equity = (equity - fee) * (1.0 + position * r[t + 1])
+        turnover, fee, new_equity, bankrupt = accounting_step(equity, previous, position, r[t + 1], fee_rate)
         positions[k], fees[k], turnovers[k] = position, fee, turnover
         bindings.append(sizing.binding)
-        if new_equity <= _EQUITY_FLOOR:
+        if bankrupt:
             equity_path[k + 1] = 0.0
-            bankrupt = True
             break
         engine.record_step(t + 1, position, new_equity)
         equity = new_equity

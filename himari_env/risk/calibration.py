@@ -19,7 +19,7 @@ from himari_env.risk.backtest import run_backtest
 from himari_env.risk.config import RiskConfig
 from himari_env.risk.drawdown_brake import DrawdownBrakeParams
 from himari_env.risk.engine import RiskEngine
-from himari_env.risk.evt import fit_tail, tail_es
+from himari_env.risk.evt import finite_es_tail, fit_tail, tail_es
 from himari_env.risk.vol_target import _checked_returns, fit_vol_target
 
 #: The drawdown-brake grid searched on train: the design log's setting first (kept on ties),
@@ -66,10 +66,16 @@ def calibrate_risk(
         n_gaps = int(gaps.sum())
         values = values[~gaps]
     evt = config.evt
-    long_tail = fit_tail(values, side="long", threshold_quantile=evt.threshold_quantile,
-                         min_exceedances=evt.min_exceedances)
-    short_tail = fit_tail(values, side="short", threshold_quantile=evt.threshold_quantile,
-                          min_exceedances=evt.min_exceedances)
+    # A tail too heavy for a finite GPD expected shortfall (xi >= 1) falls back to the
+    # empirical ES at the budget's level, with a warning (finite_es_tail).
+    long_tail = finite_es_tail(
+        fit_tail(values, side="long", threshold_quantile=evt.threshold_quantile,
+                 min_exceedances=evt.min_exceedances),
+        values, side="long", level=evt.level)
+    short_tail = finite_es_tail(
+        fit_tail(values, side="short", threshold_quantile=evt.threshold_quantile,
+                 min_exceedances=evt.min_exceedances),
+        values, side="short", level=evt.level)
     # Fail here, not at the first step, if a tail has no finite expected shortfall.
     tail_es(long_tail, evt.level)
     tail_es(short_tail, evt.level)

@@ -1,8 +1,9 @@
 """RiskConfig: every RSS risk-layer setting and train fit in one typed, JSON-persisted object.
 
-The JSON document mirrors the dataclasses (one object per method). Loading is strict: an
-unknown key, a missing required value or a value of the wrong type raises a ValueError that
-names the key path (e.g. ``evt.long_tail.xi``). Never pickle.
+The JSON document mirrors the dataclasses (one object per method). Loading is strict (the
+shared decoder :func:`himari_env.config_codec.decode_dataclass`): an unknown key, a missing
+required value or a value of the wrong type raises a :class:`RiskConfigError` that names the
+key path (e.g. ``evt.long_tail.xi``). Never pickle.
 """
 
 from __future__ import annotations
@@ -10,12 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from himari_env.config_codec import decode_dataclass, encode_dataclass
 from himari_env.risk.drawdown_brake import DrawdownBrakeParams
 from himari_env.risk.evt import EVTParams, TailFit
 from himari_env.risk.kelly import KellyParams
@@ -80,7 +80,7 @@ class RiskConfig:
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
-        return _encode(self)
+        return encode_dataclass(self, error=RiskConfigError)
 
     @classmethod
     def from_dict(cls, document: dict[str, Any]) -> RiskConfig:
@@ -89,7 +89,7 @@ class RiskConfig:
         version = document.get("version", RISK_CONFIG_VERSION)
         if version != RISK_CONFIG_VERSION:
             raise RiskConfigError(f"risk config version {version!r} is not supported (expected {RISK_CONFIG_VERSION})")
-        return _decode(cls, document, "")
+        return decode_dataclass(cls, document, error=RiskConfigError)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False)
@@ -119,80 +119,6 @@ class RiskConfig:
             return cls.from_json(text)
         except RiskConfigError as error:
             raise RiskConfigError(f"{source}: {error}") from error
-
-
-# ---------------------------------------------------------------------------- codec
-def _encode(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, tuple | list):
-        return [_encode(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _encode(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        raise RiskConfigError(f"cannot store the non-finite value {value!r} in a risk config")
-    return value
-
-
-def _decode(cls: type, document: Any, path: str) -> Any:
-    where = path or "<root>"
-    if not isinstance(document, dict):
-        raise RiskConfigError(f"{where}: expected an object, got {type(document).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(document) - set(known))
-    if unknown:
-        raise RiskConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    kwargs = {}
-    for name in known:
-        if name in document:
-            kwargs[name] = _decode_value(hints[name], document[name], f"{path}.{name}" if path else name)
-    try:
-        return cls(**kwargs)
-    except RiskConfigError:
-        raise
-    except (ValueError, TypeError) as error:
-        raise RiskConfigError(f"{where}: {error}") from error
-
-
-def _decode_value(annotation: Any, value: Any, path: str) -> Any:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(annotation)
-        if value is None:
-            if type(None) in options:
-                return None
-            raise RiskConfigError(f"{path}: null is not allowed")
-        non_null = [o for o in options if o is not type(None)]
-        return _decode_value(non_null[0], value, path)
-    if dataclasses.is_dataclass(annotation):
-        return _decode(typing.cast(type, annotation), value, path)
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise RiskConfigError(f"{path}: expected a list, got {value!r}")
-        item_type = typing.get_args(annotation)[0]
-        return tuple(_decode_value(item_type, v, f"{path}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise RiskConfigError(f"{path}: expected an object, got {value!r}")
-        return dict(value)
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise RiskConfigError(f"{path}: expected true/false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise RiskConfigError(f"{path}: expected an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise RiskConfigError(f"{path}: expected a finite number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise RiskConfigError(f"{path}: expected a string, got {value!r}")
-        return value
-    raise RiskConfigError(f"{path}: unsupported field type {annotation!r}")  # pragma: no cover
 
 
 __all__ = ["RISK_CONFIG_VERSION", "RiskConfig", "RiskConfigError", "TailFit"]

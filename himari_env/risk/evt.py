@@ -14,6 +14,11 @@ with ``zeta = n_exceedances / n_observations`` the probability that one bar's lo
 * ``VaR = u + sigma / xi * ((p / zeta) ** (-xi) - 1)`` (``u + sigma * ln(zeta / p)`` as xi -> 0),
 * ``ES = VaR / (1 - xi) + (sigma - xi * u) / (1 - xi)``, finite only for ``xi < 1``.
 
+Heavy tails (``xi >= 1``: a small coin, a crash window) have no finite GPD expected
+shortfall. :func:`finite_es_tail` then keeps the fit and attaches the *empirical* expected
+shortfall of the sample at the budget's level (the mean loss at or beyond the empirical
+VaR), with an :class:`EVTTailWarning` that says so; :func:`tail_es` returns it for that level.
+
 Both need ``p < zeta`` (the level lies beyond the threshold). The position cap of H1 is
 ``|position| <= es_budget / ES``: the expected shortfall of the sized position stays within
 the budget (a fraction of equity per bar).
@@ -21,8 +26,10 @@ the budget (a fraction of equity per bar).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +42,11 @@ _XI_ZERO = 1e-9
 
 class EVTFitError(ValueError):
     """The tail cannot be fitted or a tail measure is undefined (too few exceedances,
-    degenerate data, a level inside the threshold, ES with xi >= 1)."""
+    degenerate data, a level inside the threshold, ES with xi >= 1 and no empirical fallback)."""
+
+
+class EVTTailWarning(UserWarning):
+    """A fitted tail is too heavy for a finite GPD expected shortfall; the empirical one is used."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,9 @@ class TailFit:
         Losses strictly above ``u``.
     n_observations : int
         All bars of the sample (gains, zeros and losses).
+    empirical_es, empirical_level : float or None
+        Set only for a tail with ``xi >= 1`` (see :func:`finite_es_tail`): the sample's
+        empirical expected shortfall (loss fraction per bar) at ``empirical_level``.
     """
 
     threshold: float
@@ -61,6 +75,8 @@ class TailFit:
     sigma: float
     n_exceedances: int
     n_observations: int
+    empirical_es: float | None = None
+    empirical_level: float | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.threshold) and self.threshold >= 0):
@@ -74,6 +90,10 @@ class TailFit:
                 f"TailFit needs 0 < n_exceedances ({self.n_exceedances}) <= n_observations "
                 f"({self.n_observations})"
             )
+        if (self.empirical_es is None) != (self.empirical_level is None):
+            raise EVTFitError("TailFit.empirical_es and empirical_level are set together or not at all")
+        if self.empirical_es is not None and not (math.isfinite(self.empirical_es) and self.empirical_es > 0):
+            raise EVTFitError(f"TailFit.empirical_es must be finite and > 0, got {self.empirical_es!r}")
 
     @property
     def exceedance_probability(self) -> float:
@@ -170,12 +190,48 @@ def tail_var(fit: TailFit, level: float = 0.99) -> float:
 def tail_es(fit: TailFit, level: float = 0.99) -> float:
     """POT expected shortfall of a unit position at ``level`` (loss fraction per bar).
 
-    Raises :class:`EVTFitError` when ``xi >= 1`` (the GPD mean, hence ES, is infinite).
+    For ``xi >= 1`` (the GPD mean, hence ES, is infinite) it returns the empirical ES attached
+    by :func:`finite_es_tail` at that level, and raises :class:`EVTFitError` otherwise.
     """
     if fit.xi >= 1.0:
+        if fit.empirical_es is not None and fit.empirical_level == level:
+            return fit.empirical_es
         raise EVTFitError(f"expected shortfall is infinite for xi={fit.xi:.4g} >= 1")
     value_at_risk = tail_var(fit, level)
     return (value_at_risk + fit.sigma - fit.xi * fit.threshold) / (1.0 - fit.xi)
+
+
+def empirical_es(returns: ArrayLike, *, side: str = "long", level: float = 0.99) -> float:
+    """Empirical expected shortfall of a unit position: the mean one-bar loss at or beyond the
+    empirical ``level`` quantile of the losses (``-r`` long, ``+r`` short) over every bar."""
+    values = np.asarray(returns, dtype=np.float64)
+    if side not in ("long", "short"):
+        raise EVTFitError(f"side must be 'long' or 'short', got {side!r}")
+    if not 0.0 < level < 1.0:
+        raise EVTFitError(f"level must be in (0, 1), got {level!r}")
+    if values.size == 0 or not np.all(np.isfinite(values)):
+        raise EVTFitError("empirical ES needs a non-empty series of finite returns")
+    losses = -values if side == "long" else values
+    value_at_risk = float(np.quantile(losses, level))
+    return float(np.mean(losses[losses >= value_at_risk]))
+
+
+def finite_es_tail(fit: TailFit, returns: ArrayLike, *, side: str, level: float) -> TailFit:
+    """``fit`` itself when its expected shortfall is finite (``xi < 1``); otherwise ``fit``
+    with the empirical ES of ``returns`` at ``level`` attached, and an :class:`EVTTailWarning`."""
+    if fit.xi < 1.0:
+        return fit
+    es = empirical_es(returns, side=side, level=level)
+    if not es > 0.0:
+        raise EVTFitError(f"the {side} tail has xi={fit.xi:.4g} >= 1 and no positive empirical ES")
+    warnings.warn(
+        f"EVT {side} tail: GPD shape xi={fit.xi:.4g} >= 1 has an infinite expected shortfall; the RSS "
+        f"layer uses the empirical ES{100 * level:g} of the {np.asarray(returns).size} fitted returns "
+        f"({es:.4%} a bar) instead",
+        EVTTailWarning,
+        stacklevel=2,
+    )
+    return dataclasses.replace(fit, empirical_es=es, empirical_level=level)
 
 
 def evt_position_cap(unit_es: float, es_budget: float) -> float:

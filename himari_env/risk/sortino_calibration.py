@@ -30,6 +30,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
+from himari_env.accounting import drawdown_path
 from himari_env.metrics import max_drawdown, sortino_ratio, trade_count
 from himari_env.risk.backtest import momentum_directions, run_backtest
 from himari_env.risk.sortino import SortinoConfig, sortino_rewards
@@ -71,7 +72,7 @@ def unit_pass(returns: ArrayLike, directions: ArrayLike, *, start: int, stop: in
     result = run_backtest(returns, directions, np.zeros(np.asarray(returns).size, dtype=np.int8),
                           start=start, stop=stop, config=None, fee_rate=fee_rate, max_leverage=1.0)
     equity = result.equity
-    drawdown = 1.0 - equity / np.maximum.accumulate(equity)
+    drawdown = drawdown_path(equity)
     return PassArrays(
         pnl=equity[1:] / equity[:-1] - 1.0,
         turnover=result.turnover,

@@ -12,12 +12,12 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
 
-from experiments.evaluate import action_distribution, format_markdown  # noqa: E402
-from experiments.plots import (  # noqa: E402
+from experiments.evaluate import action_distribution, format_markdown
+from experiments.plots import (
     CURVE_STYLES,
     REGIME_COLORS,
     actions_figure,
@@ -27,8 +27,8 @@ from experiments.plots import (  # noqa: E402
     plot_report,
     regime_runs,
 )
-from himari_env.data import synthesize_market  # noqa: E402
-from tests.conftest import REAL_DATA_PATH  # noqa: E402
+from himari_env.data import synthesize_market
+from tests.conftest import REAL_DATA_PATH
 
 N_BARS = 43_000
 

@@ -35,9 +35,11 @@ place and the column. Places follow one convention everywhere (loaders and
 header is line 1, so the first data row of a headed CSV is line 2; blank lines count);
 Parquet has no lines, so a Parquet place is ``row N`` (0-based, as ``DataFrame.iloc``).
 
-Row origin: every loaded frame carries ``frame.attrs["himari_origin"]`` (see
-:func:`row_origin`), which maps a bar's position back to its file and line, so that
-validation names ``line 5001`` of the file rather than an internal position.
+Row origin: the loaders remember, for every frame they return, where its rows came from
+(:func:`row_origin`), so that validation names ``line 5001`` of the file rather than an
+internal position. The record lives beside the frame (keyed by the object, dropped with it),
+not in ``frame.attrs``: pandas deep-copies ``attrs`` into every derived object, which would
+slow the feature pipeline, and writes them into Parquet metadata.
 
 Missing and text cells: an empty numeric cell (or the IEEE spellings ``nan``/``NaN``) is read
 as NaN and reported by validation; any other text (``n/a``, ``null``, ``-``) is an error
@@ -48,6 +50,7 @@ from __future__ import annotations
 
 import csv
 import io
+import weakref
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,13 +67,13 @@ from himari_env.data.errors import DataFormatError
 __all__ = [
     "BINANCE_KLINE_COLUMNS",
     "MAPPING_KEYWORDS",
-    "ORIGIN_ATTR",
     "describe_position",
     "load_binance_klines_csv",
     "load_binance_klines_zip",
     "load_ohlcv",
     "load_ohlcv_csv",
     "load_ohlcv_parquet",
+    "origin_source",
     "row_origin",
 ]
 
@@ -118,8 +121,8 @@ _MAX_LISTED = 5
 #: Cell texts read as a missing number (NaN, reported by validation). Any other text in a
 #: numeric column is an error: ``n/a`` or ``null`` is a word someone typed, not a number.
 _MISSING_NUMBER_TEXTS = ["", "nan", "NaN", "NAN", "-nan", "-NaN"]
-#: ``frame.attrs`` key of the row origin (see :func:`row_origin`).
-ORIGIN_ATTR = "himari_origin"
+#: id(frame) -> (weak reference to the frame, its index object, origin segments).
+_ORIGINS: dict[int, tuple[weakref.ref[pd.DataFrame], pd.Index, list[dict[str, object]]]] = {}
 
 
 # ----------------------------------------------------------------------------- row origin
@@ -134,9 +137,15 @@ def _origin_segment(source: str, n_rows: int, line_numbers: np.ndarray | None) -
         segment["first_line"] = int(line_numbers[0])
     else:
         segment["first_line"] = int(line_numbers[0]) if n_rows else None
-        # An array, not a list: pandas deep-copies attrs on every operation.
         segment["lines"] = np.asarray(line_numbers, dtype=np.int64)
     return segment
+
+
+def _remember_origin(frame: pd.DataFrame, segments: list[dict[str, object]]) -> pd.DataFrame:
+    key = id(frame)
+    _ORIGINS[key] = (weakref.ref(frame), frame.index, segments)
+    weakref.finalize(frame, _ORIGINS.pop, key, None)
+    return frame
 
 
 def row_origin(frame: pd.DataFrame) -> list[dict[str, object]] | None:
@@ -145,12 +154,16 @@ def row_origin(frame: pd.DataFrame) -> list[dict[str, object]] | None:
     A list of segments, in row order, each ``{"source": file name, "n_rows": int,
     "first_line": int | None}`` (plus ``"lines"``, an int64 array, when the file had blank
     lines): ``first_line`` is the file line of the segment's first bar. None when the frame
-    did not come from a loader, or when its length no longer matches (it was sliced).
+    is not the object a loader returned (a copy, a slice, a frame built in memory) or when
+    its rows were reordered or dropped in place (its index is no longer the loaded one).
     """
-    origin = frame.attrs.get(ORIGIN_ATTR) if isinstance(frame, pd.DataFrame) else None
-    if not isinstance(origin, list):
+    entry = _ORIGINS.get(id(frame))
+    if entry is None:
         return None
-    if sum(int(segment.get("n_rows", -1)) for segment in origin) != len(frame):
+    reference, index, origin = entry
+    if reference() is not frame or frame.index is not index:
+        return None
+    if sum(int(segment["n_rows"]) for segment in origin) != len(frame):  # type: ignore[call-overload]
         return None
     return origin
 
@@ -353,10 +366,8 @@ def load_binance_klines_zip(paths: PathArg | Sequence[PathArg]) -> pd.DataFrame:
         frames.append(_parse_binance_bytes(data, f"{zip_path}!{csv_members[0]}"))
     if len(frames) == 1:
         return frames[0]
-    segments = [segment for frame in frames for segment in frame.attrs[ORIGIN_ATTR]]
-    combined = pd.concat(frames)
-    combined.attrs[ORIGIN_ATTR] = segments
-    return combined
+    segments = [segment for frame in frames for segment in (row_origin(frame) or [])]
+    return _remember_origin(pd.concat(frames), segments)
 
 
 def _parse_binance_bytes(data: bytes, source: str) -> pd.DataFrame:
@@ -400,10 +411,9 @@ def _parse_binance_bytes(data: bytes, source: str) -> pd.DataFrame:
         source,
         lambda row: records.where(row, has_header),
     )
-    frame.attrs[ORIGIN_ATTR] = [
-        _origin_segment(source, len(frame), records.data_line_numbers(has_header))
-    ]
-    return frame
+    return _remember_origin(
+        frame, [_origin_segment(source, len(frame), records.data_line_numbers(has_header))]
+    )
 
 
 # ----------------------------------------------------------------------------- generic CSV
@@ -459,8 +469,7 @@ def load_ohlcv_csv(
         source=source,
     )
     frame = _canonical_frame(index, table, rename, source, lambda row: records.where(row, True))
-    frame.attrs[ORIGIN_ATTR] = [_origin_segment(source, len(frame), records.data_line_numbers(True))]
-    return frame
+    return _remember_origin(frame, [_origin_segment(source, len(frame), records.data_line_numbers(True))])
 
 
 # ----------------------------------------------------------------------------- Parquet
@@ -519,8 +528,7 @@ def load_ohlcv_parquet(
         source=source,
     )
     frame = _canonical_frame(index, pd.DataFrame(numeric), rename, source)
-    frame.attrs[ORIGIN_ATTR] = [_origin_segment(source, len(frame), None)]
-    return frame
+    return _remember_origin(frame, [_origin_segment(source, len(frame), None)])
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -56,7 +56,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -122,15 +122,15 @@ _MAX_LISTED = 5
 #: numeric column is an error: ``n/a`` or ``null`` is a word someone typed, not a number.
 _MISSING_NUMBER_TEXTS = ["", "nan", "NaN", "NAN", "-nan", "-NaN"]
 #: id(frame) -> (weak reference to the frame, its index object, origin segments).
-_ORIGINS: dict[int, tuple[weakref.ref[pd.DataFrame], pd.Index, list[dict[str, object]]]] = {}
+_ORIGINS: dict[int, tuple[weakref.ref[pd.DataFrame], pd.Index, list[dict[str, Any]]]] = {}
 
 
 # ----------------------------------------------------------------------------- row origin
 
 
-def _origin_segment(source: str, n_rows: int, line_numbers: np.ndarray | None) -> dict[str, object]:
+def _origin_segment(source: str, n_rows: int, line_numbers: np.ndarray | None) -> dict[str, Any]:
     """One file's rows: ``first_line`` when its lines are consecutive, else every line."""
-    segment: dict[str, object] = {"source": source, "n_rows": int(n_rows)}
+    segment: dict[str, Any] = {"source": source, "n_rows": int(n_rows)}
     if line_numbers is None:
         segment["first_line"] = None  # Parquet: no lines
     elif n_rows and np.array_equal(line_numbers, line_numbers[0] + np.arange(n_rows)):
@@ -141,14 +141,14 @@ def _origin_segment(source: str, n_rows: int, line_numbers: np.ndarray | None) -
     return segment
 
 
-def _remember_origin(frame: pd.DataFrame, segments: list[dict[str, object]]) -> pd.DataFrame:
+def _remember_origin(frame: pd.DataFrame, segments: list[dict[str, Any]]) -> pd.DataFrame:
     key = id(frame)
     _ORIGINS[key] = (weakref.ref(frame), frame.index, segments)
     weakref.finalize(frame, _ORIGINS.pop, key, None)
     return frame
 
 
-def row_origin(frame: pd.DataFrame) -> list[dict[str, object]] | None:
+def row_origin(frame: pd.DataFrame) -> list[dict[str, Any]] | None:
     """Where the rows of a loaded frame came from, or None for a frame not read from a file.
 
     A list of segments, in row order, each ``{"source": file name, "n_rows": int,
@@ -161,14 +161,15 @@ def row_origin(frame: pd.DataFrame) -> list[dict[str, object]] | None:
     if entry is None:
         return None
     reference, index, origin = entry
-    if reference() is not frame or frame.index is not index:
+    loaded = reference()
+    if loaded is None or loaded is not frame or loaded.index is not index:
         return None
-    if sum(int(segment["n_rows"]) for segment in origin) != len(frame):  # type: ignore[call-overload]
+    if sum(int(segment["n_rows"]) for segment in origin) != len(loaded):
         return None
     return origin
 
 
-def describe_position(origin: list[dict[str, object]] | None, position: int) -> str:
+def describe_position(origin: list[dict[str, Any]] | None, position: int) -> str:
     """The place of the bar at ``position`` (0-based) in the project's one convention.
 
     ``"line 5001"`` (single CSV), ``"line 13 of BTCUSDT-1h-2020-03.csv"`` (several files),
@@ -178,7 +179,7 @@ def describe_position(origin: list[dict[str, object]] | None, position: int) -> 
         return f"row {position}"
     offset = position
     for segment in origin:
-        n_rows = int(segment["n_rows"])  # type: ignore[call-overload]
+        n_rows = int(segment["n_rows"])
         if offset < n_rows:
             lines = segment.get("lines")
             first_line = segment.get("first_line")
@@ -187,12 +188,12 @@ def describe_position(origin: list[dict[str, object]] | None, position: int) -> 
                 return f"line {int(lines[offset])}{of}"
             if first_line is None:
                 return f"row {offset}{of}"
-            return f"line {int(first_line) + offset}{of}"  # type: ignore[call-overload]
+            return f"line {int(first_line) + offset}{of}"
         offset -= n_rows
     return f"row {position}"
 
 
-def origin_source(origin: list[dict[str, object]] | None) -> str | None:
+def origin_source(origin: list[dict[str, Any]] | None) -> str | None:
     """The file (or ``"first .. last"`` files) a frame was read from, or None."""
     if not origin:
         return None

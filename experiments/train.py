@@ -148,19 +148,34 @@ def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, fold
     return summary
 
 
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "cpu-small.yaml"
+
+
+def _preset_note(key: str) -> str:
+    """``"; cpu-small: 50000"``: the default preset's value of ``train.<key>`` or ``env.<key>``."""
+    try:
+        config = load_config(DEFAULT_CONFIG)
+    except (OSError, ValueError):
+        return ""
+    section, name = key.split(".")
+    value = getattr(getattr(config, section), name)
+    if value == "synthetic":
+        value = "the seeded synthetic market"
+    return f"; {config.name}: {value}"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, metavar="YAML",
                         help="YAML preset (default: experiments/configs/cpu-small.yaml)")
     parser.add_argument("--data", metavar="PATH",
-                        help="OHLCV file to train on (default: the config's env.data; cpu-small: the "
-                             "seeded synthetic market)")
+                        help=f"OHLCV file to train on (default: the config's env.data{_preset_note('env.data')})")
     parser.add_argument("--timesteps", type=int, metavar="N",
-                        help="total environment steps, rounded up to whole rollouts (default: the "
-                             "config's train.total_timesteps; cpu-small: 50000)")
+                        help="total environment steps, rounded up to whole rollouts (default: the config's "
+                             f"train.total_timesteps{_preset_note('train.total_timesteps')})")
     parser.add_argument("--seed", type=int, help="seed of the agent, envs and synthetic market (default: the "
-                                                  "config's train.seed; cpu-small: 0)")
+                                                  f"config's train.seed{_preset_note('train.seed')})")
     parser.add_argument("--n-envs", type=int, metavar="N",
-                        help="parallel envs (default: the config's train.n_envs; cpu-small: 4)")
+                        help=f"parallel envs (default: the config's train.n_envs{_preset_note('train.n_envs')})")
     parser.add_argument("--run-dir", metavar="DIR",
                         help="run folder (default: <train.runs_dir>/<name>_seed<seed>_<time>)")
     parser.add_argument("--resume", metavar="RUN_DIR",
@@ -240,7 +255,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         config = ExperimentConfig.from_dict(json.loads(config_path.read_text()), source=str(config_path))
         config = _override(config, data=None, timesteps=args.timesteps, seed=None, n_envs=args.n_envs)
     else:
-        config_path = Path(args.config) if args.config else Path(__file__).parent / "configs" / "cpu-small.yaml"
+        config_path = Path(args.config) if args.config else DEFAULT_CONFIG
         config = _override(load_config(config_path), data=args.data, timesteps=args.timesteps, seed=args.seed,
                            n_envs=args.n_envs)
         run_dir = Path(args.run_dir) if args.run_dir else Path(config.train.runs_dir) / config.resolved_run_name()

@@ -6,6 +6,7 @@ wrapper or experiment code.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,9 +52,11 @@ def build_ppo(
         ``ppo`` hyperparameters, ``extractor`` sizes, ``train.verbose``.
     tensorboard_log : str or None
         Folder for the SB3 logger. When given, the logger writes TensorBoard event files
-        and ``progress.csv`` there (and stdout when ``train.verbose > 0``): PPO's own
-        diagnostics (fps, approx_kl, clip_fraction, explained_variance, entropy_loss, ...)
-        and the callbacks' scalars. None: SB3's default logger (stdout only if verbose).
+        and ``progress.csv`` there: PPO's own diagnostics (fps, approx_kl, clip_fraction,
+        explained_variance, entropy_loss, ...) and the callbacks' scalars. The console
+        (stdout) gets SB3's table after every rollout only when ``train.verbose > 0``
+        (``himari train -v``); at 0 SB3 prints nothing at all. None: SB3's default logger
+        (stdout only if verbose).
     seed : int
         Seeds Python, numpy, torch, the action space and the env (env i gets seed + i).
         ``config.train.torch_threads``, when set, is applied with ``torch.set_num_threads``
@@ -121,6 +124,9 @@ def load_ppo(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no saved model at {path}")
+    if tensorboard_log is None:
+        # Loaded to predict (evaluation), not to train: SB3 has nothing to say ("Using cpu device").
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, verbose=0))
     model = build_ppo(env, config, tensorboard_log=tensorboard_log, seed=seed)
     model.set_parameters(str(path), exact_match=True, device=model.device)
     model.num_timesteps = int(num_timesteps)

@@ -140,11 +140,14 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bars", type=int, default=50_000, help="bars of the synthetic market")
-    parser.add_argument("--steps", type=int, default=20_000, help="timed steps per repeat")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", nargs="*", choices=CONTENDERS, help="run a subset")
+    parser.add_argument("--bars", type=int, default=50_000,
+                        help="bars of the synthetic market (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=20_000, help="timed steps per repeat (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed repeats after one warm-up; the median is reported (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the market and the random actions (default: %(default)s)")
+    parser.add_argument("--only", nargs="*", choices=CONTENDERS, help="run a subset (default: all)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
 
 

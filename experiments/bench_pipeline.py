@@ -86,8 +86,9 @@ def run_benchmark(data: str | None, *, repeats: int = 3) -> dict[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="OHLCV file (default: the real file when present, else synthetic)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed runs per stage; the median is reported (default: %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
 
 
 def run_from_args(args: argparse.Namespace) -> int:

@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="himari",
         description="HIMARI: causal BTC 1H Gymnasium environment and regime-aware PPO agent.",
+        epilog="Start with: himari train --config experiments/configs/cpu-small.yaml --timesteps 60000 "
+        "--run-dir runs/quickstart && himari evaluate runs/quickstart. "
+        "Every command has --help; errors are one line naming the file, line or flag.",
     )
     root = parser.add_subparsers(dest="command", metavar="COMMAND")
     root.required = True
@@ -51,10 +54,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        # Data and configuration errors already name the row, timestamp or argument.
-        print(f"himari: error: {error}", file=sys.stderr)
+    except (ValueError, OSError, RuntimeError) as error:
+        # Data and configuration errors already name the file, line, timestamp or argument.
+        message = " ".join(str(error).split())  # one line, whatever the library wrote
+        print(f"himari: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("himari: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

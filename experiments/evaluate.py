@@ -8,8 +8,8 @@ buy-and-hold, flat, a momentum rule and a random policy.
 * ``report.md``: per-regime action distribution (the design log's format), after-fee metrics
   table (agent and baselines), train vs test (vs unseen) HOLD table;
 * ``equity_<split>.npz``: the equity curves and positions the metrics were computed from;
-* ``equity_<split>.png`` (equity with regime shading), ``drawdown_<split>.png``,
-  ``actions_by_regime.png``.
+* ``equity_<split>.png`` (equity, a regime band and the agent's position),
+  ``drawdown_<split>.png``, ``actions_by_regime.png``: see :mod:`experiments.plots`.
 
 The observation is rebuilt from the run bundle (``artifacts/``), never refitted: on unseen
 data the same fitted scaler, labeler settings, HMM and risk config are applied, and the
@@ -123,6 +123,10 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
     from wrappers.stack import load_frame, make_himari_env
 
     run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        what = "no such folder" if not run_dir.exists() else "no config.json in it"
+        raise FileNotFoundError(f"not a run folder: {run_dir} ({what}); pass a folder written by "
+                                "himari train --run-dir DIR")
     config = ExperimentConfig.from_dict(json.loads((run_dir / "config.json").read_text()),
                                         source=str(run_dir / "config.json"))
     bundle = RunArtifacts.load(run_dir)
@@ -273,34 +277,137 @@ def hold_table(report: dict[str, Any]) -> dict[str, dict[str, float]]:
     return rows
 
 
+#: report.md's metric columns: (key in performance_summary, header, how a value is shown).
+_METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("total_return", "return", "{:+.1%}"),
+    ("sharpe", "Sharpe", "{:.2f}"),
+    ("sortino", "Sortino", "{:.2f}"),
+    ("max_drawdown", "max DD", "{:.1%}"),
+    ("calmar", "Calmar", "{:.2f}"),
+    ("turnover", "turnover", "{:,.1f}"),
+    ("trade_count", "trades", "{:,.0f}"),
+    ("exposure", "exposure", "{:.1%}"),
+    ("hit_rate", "hit rate", "{:.1%}"),
+)
+_POLICY_NAMES = {"buy_and_hold": "buy-and-hold", "momentum": "momentum (24 bars)"}
+
+
+def _minute(timestamp: Any) -> str:
+    """``2020-01-31T00:00:00.000000000`` -> ``2020-01-31 00:00`` (UTC)."""
+    import pandas as pd
+
+    try:
+        return pd.Timestamp(timestamp).strftime("%Y-%m-%d %H:%M")
+    except (TypeError, ValueError):
+        return str(timestamp)
+
+
+def _metric_cells(metrics: dict[str, Any]) -> list[str]:
+    cells = []
+    for key, _, fmt in _METRIC_COLUMNS:
+        value = metrics.get(key)
+        cells.append("" if value is None or (isinstance(value, float) and np.isnan(value)) else fmt.format(value))
+    return cells
+
+
+def plot_files(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(caption, file name)`` of every plot :func:`experiments.plots.plot_report` writes for
+    ``report``, the test split's first."""
+    labels = sorted(report["splits"], key=lambda label: (label != "test", label))
+    files = []
+    for label in labels:
+        files += [(f"{label}: equity after fees, regimes and position", f"equity_{label}.png"),
+                  (f"{label}: drawdown", f"drawdown_{label}.png")]
+    files.insert(min(2, len(files)), ("agent actions by regime", "actions_by_regime.png"))
+    return files
+
+
 def format_markdown(report: dict[str, Any]) -> str:
+    """report.md: periods, one after-fee metrics table for every split (agent and baselines),
+    the agent's actions per regime (the design log's ``HOLD=..%`` format) split by split, mean
+    reward terms, and the plots embedded (test split first). Times are UTC, to the minute."""
     from experiments.commands._output import format_table
 
+    labels = list(report["splits"])
     lines = [f"# Evaluation of `{report['run_dir']}`", "",
              f"Model `{report['model']}`, data `{report['data']}`"
              + (f", unseen `{report['unseen_data']}`" if report.get("unseen_data") else "")
-             + f", fee rate {report['fee_rate']} on turnover; deterministic passes; metrics after fees.", ""]
-    metric_names = ("total_return", "sharpe", "sortino", "max_drawdown", "calmar", "turnover", "trade_count",
-                    "exposure", "hit_rate")
+             + f"; fee rate {report['fee_rate']} on turnover; deterministic passes; metrics after fees.", ""]
     for label, section in report["splits"].items():
-        lines += [f"## {label} ({section['period'][0]} .. {section['period'][1]})", "",
-                  "Per-regime action distribution (agent):", "", "```",
-                  format_action_distribution(section["actions"]), "```", ""]
-        rows = [["agent", *(section["agent"][m] for m in metric_names)]]
-        rows += [[name, *(metrics[m] for m in metric_names)] for name, metrics in section["baselines"].items()]
-        lines += [format_table(["policy", *metric_names], rows), ""]
+        bars = section["actions"]["Overall"]["bars"]
+        lines.append(f"- {label}: {_minute(section['period'][0])} .. {_minute(section['period'][1])} UTC, "
+                     f"{bars:,} bars")
+    lines += ["", "## After-fee metrics", ""]
+    rows = []
+    for label, section in report["splits"].items():
+        rows.append([label, "**agent**", *_metric_cells(section["agent"])])
+        rows += [[label, _POLICY_NAMES.get(name, name), *_metric_cells(metrics)]
+                 for name, metrics in section["baselines"].items()]
+    lines += [format_table(["split", "policy", *(header for _, header, _ in _METRIC_COLUMNS)], rows), ""]
+    lines += ["Baselines trade the same market with the same fee; `name+rss` is the rule sized by the run's RSS "
+              "risk layer. The oracles (planted market only) are references, not baselines to beat.", ""]
+    lines += _significance_lines(report)
+
+    lines += ["## Agent actions by regime", ""]
+    regimes = list(report["hold_table"])
+    rows = []
+    for regime in regimes:
+        row = [regime]
+        for label in labels:
+            share = report["splits"][label]["actions"].get(regime)
+            row.append("" if share is None else f"HOLD={100 * share['HOLD']:.1f}% LONG={100 * share['LONG']:.1f}% "
+                       f"SHORT={100 * share['SHORT']:.1f}% ({share['bars']:,})")
+        rows.append(row)
+    lines += [format_table(["regime", *labels], rows), ""]
+    for label, section in report["splits"].items():
         terms = ", ".join(f"{name} {value:+.4f}" for name, value in section["reward_terms"].items())
-        lines += [f"Mean reward terms per step: {terms}", ""]
-    labels = list(report["splits"])
-    rows = [[f"{regime} HOLD", *(f"{100 * values.get(label, float('nan')):.1f}%" for label in labels)]
-            for regime, values in report["hold_table"].items()]
-    lines += ["## HOLD share by regime, split by split", "", format_table(["", *labels], rows), ""]
+        lines.append(f"Mean reward terms per step, {label}: {terms}  ")
+    lines += ["", "## Plots", ""]
+    lines += [f"![{caption}]({name})" for caption, name in plot_files(report)]
+    return "\n".join(lines) + "\n"
+
+
+def _significance_lines(report: dict[str, Any]) -> list[str]:
+    lines = ["## Significance", ""]
+    for label, section in report["splits"].items():
+        sig = section.get("significance")
+        if not sig:
+            continue
+        dsr = "n/a (fewer than 2 trials in the ledger)" if sig["dsr"] is None else f"{sig['dsr']:.2f} over {sig['n_trials']} trials"
+        lines.append(f"- {label}: Sharpe {sig['sharpe_annualized']:.2f}, PSR vs 0 {sig['psr_vs_zero']:.2f}, "
+                     f"PSR vs {sig['best_baseline']} {sig['psr_vs_best_baseline']:.2f}, DSR {dsr}. {sig['sentence']}")
+    if "supervised_hgb" in report:
+        note = report["supervised_hgb"]
+        lines.append(f"- supervised_hgb: threshold {note['threshold']:g} chosen on val, train accuracy "
+                     f"{note['train_accuracy']:.1%} ({note['horizon_bars']}-bar sign)")
+    return lines + [""]
+
+
+def format_console(report: dict[str, Any], run_dir: str | Path) -> str:
+    """The short console summary: per split the agent, the best baseline, buy-and-hold and
+    flat, and whether the agent beats the best baseline at 95 %; the full tables are in
+    report.md."""
+    from experiments.commands._output import format_table
+
+    rows = []
+    for label, section in report["splits"].items():
+        rows.append([label, "**agent**", *_metric_cells(section["agent"])])
+        shown = [section.get("best_baseline"), "buy_and_hold", "flat"]
+        for name in dict.fromkeys(n for n in shown if n and n in section["baselines"]):
+            rows.append([label, _POLICY_NAMES.get(name, name) + (" (best baseline)" if name == section.get("best_baseline") else ""),
+                         *_metric_cells(section["baselines"][name])])
+    lines = [f"## After-fee summary (every baseline and the plots: {Path(run_dir) / 'report.md'})", "",
+             format_table(["split", "policy", *(header for _, header, _ in _METRIC_COLUMNS)], rows), ""]
+    lines += [f"{label}: {section['significance']['sentence']}" for label, section in report["splits"].items()
+              if section.get("significance")]
     return "\n".join(lines)
 
 
 def write_report(run_dir: Path, report: dict[str, Any], curves: dict[str, dict[str, np.ndarray]],
                  passes: list[tuple[str, Any, str]]) -> None:
+    """report.json, report.md, the equity curves (NPZ) and the plots (:mod:`experiments.plots`)."""
     from experiments.commands._output import to_json
+    from experiments.plots import plot_report
 
     (run_dir / "report.json").write_text(to_json(report))
     (run_dir / "report.md").write_text(format_markdown(report))
@@ -309,73 +416,17 @@ def write_report(run_dir: Path, report: dict[str, Any], curves: dict[str, dict[s
     plot_report(run_dir, report, curves, {label: prepared for label, prepared, _ in passes})
 
 
-def plot_report(run_dir: Path, report: dict[str, Any], curves: dict[str, dict[str, np.ndarray]],
-                prepared_by_label: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    colors = ("#dfe9f5", "#dff5e1", "#fbeed5", "#f7d9d9")
-    for label, arrays in curves.items():
-        timestamps = prepared_by_label[label].market.timestamps
-        bars = arrays["bar_indices"]
-        x = timestamps[np.append(bars, bars[-1] + 1)]
-        fig, ax = plt.subplots(figsize=(11, 4.5), dpi=90)
-        regimes = arrays["regimes"]
-        for regime_id, color in enumerate(colors):
-            ax.fill_between(x[:-1], 0, 1, where=regimes == regime_id, color=color, step="post",
-                            transform=ax.get_xaxis_transform(), label=REGIME_NAMES[regime_id], linewidth=0)
-        ax.plot(x, arrays["agent_equity"], color="navy", linewidth=1.0, label="agent")
-        for name, style in (("buy_and_hold", "black"), ("momentum", "darkorange"), ("flat", "grey")):
-            ax.plot(x, arrays[f"{name}_equity"], color=style, linewidth=0.8, label=name)
-        ax.set_yscale("log")
-        ax.set_ylabel("equity (log scale, after fees)")
-        ax.set_title(f"{label}: equity with regime shading")
-        ax.legend(loc="upper left", fontsize=7, ncol=4)
-        fig.tight_layout()
-        fig.savefig(run_dir / f"equity_{label}.png")
-        plt.close(fig)
-
-        fig, ax = plt.subplots(figsize=(11, 3), dpi=90)
-        for name, style in (("agent", "navy"), ("buy_and_hold", "black")):
-            equity = arrays[f"{name}_equity"]
-            drawdown = 1.0 - equity / np.maximum.accumulate(equity)
-            ax.fill_between(x, -100 * drawdown, 0, alpha=0.35 if name == "agent" else 0.15, color=style, label=name)
-        ax.set_ylabel("drawdown (%)")
-        ax.set_title(f"{label}: drawdown")
-        ax.legend(loc="lower left", fontsize=7)
-        fig.tight_layout()
-        fig.savefig(run_dir / f"drawdown_{label}.png")
-        plt.close(fig)
-
-    labels = list(report["splits"])
-    fig, axes = plt.subplots(1, len(labels), figsize=(4.2 * len(labels), 3.6), dpi=90, squeeze=False)
-    for ax, label in zip(axes[0], labels):
-        table = report["splits"][label]["actions"]
-        names = [name for name in REGIME_NAMES if name in table]
-        bottom = np.zeros(len(names))
-        for action, color in zip(ACTION_NAMES, ("#9e9e9e", "#2e7d32", "#c62828")):
-            shares = np.array([100 * table[name][action] for name in names])
-            ax.bar(names, shares, bottom=bottom, color=color, label=action)
-            bottom += shares
-        ax.set_title(f"{label}: actions by regime")
-        ax.set_ylabel("% of bars")
-        ax.tick_params(axis="x", labelsize=7)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(run_dir / "actions_by_regime.png")
-    plt.close(fig)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="run folder written by `himari train`")
     parser.add_argument("--split", default="test", choices=("val", "test", "unseen", "all"),
-                        help="val: train + val (no look at test); test: train + test passes; all: train, val, test; "
-                             "unseen: train, test and --data. Every pass over test or unseen data is recorded in the "
-                             "trials ledger (default: test)")
-    parser.add_argument("--data", help="later data (after the training file) for --split unseen")
-    parser.add_argument("--model", default="best/best_model.zip", help="model file in the run folder (default: best by validation)")
+                        help="val: train and val passes (no look at test); test: train and test passes; all: "
+                             "train, val and test; unseen: train, test and the later file given with --data. Every "
+                             "pass over test or unseen data is recorded in the trials ledger (default: %(default)s)")
+    parser.add_argument("--data", metavar="PATH",
+                        help="later data (starting after the training file) for --split unseen (default: none)")
+    parser.add_argument("--model", default="best/best_model.zip", metavar="FILE",
+                        help="model file in the run folder; falls back to final_model.zip when absent "
+                             "(default: %(default)s, the best by validation)")
     parser.add_argument("--json", action="store_true", help="print report.json instead of report.md")
 
 
@@ -386,7 +437,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
         print(to_json(report))
     else:
-        print(format_markdown(report))
+        print(format_console(report, args.run_dir))
     return 0
 
 

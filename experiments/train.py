@@ -244,40 +244,144 @@ def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, over
     return summary
 
 
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "cpu-small.yaml"
+
+
+def _preset_note(key: str) -> str:
+    """``"; cpu-small: 50000"``: the default preset's value of ``train.<key>`` or ``env.<key>``."""
+    try:
+        config = load_config(DEFAULT_CONFIG)
+    except (OSError, ValueError):
+        return ""
+    section, name = key.split(".")
+    value = getattr(getattr(config, section), name)
+    if value == "synthetic":
+        value = "the seeded synthetic market"
+    return f"; {config.name}: {value}"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=None, help="YAML preset (default experiments/configs/cpu-small.yaml)")
-    parser.add_argument("--data", help="OHLCV file to train on (default: the config's data, e.g. synthetic)")
-    parser.add_argument("--timesteps", type=int, help="total environment steps")
-    parser.add_argument("--seed", type=int, help="override train.seed")
-    parser.add_argument("--n-envs", type=int, help="override train.n_envs")
-    parser.add_argument("--run-dir", help="run folder (default runs/<name>_seed<seed>_<time>)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
-    parser.add_argument("--overwrite", action="store_true", help="replace the run already in --run-dir")
+    parser.add_argument("--config", default=None, metavar="YAML",
+                        help="YAML preset (default: experiments/configs/cpu-small.yaml)")
+    parser.add_argument("--data", metavar="PATH",
+                        help=f"OHLCV file to train on (default: the config's env.data{_preset_note('env.data')})")
+    parser.add_argument("--timesteps", type=int, metavar="N",
+                        help="total environment steps, rounded up to whole rollouts (default: the config's "
+                             f"train.total_timesteps{_preset_note('train.total_timesteps')})")
+    parser.add_argument("--seed", type=int, help="seed of the agent, envs and synthetic market (default: the "
+                                                  f"config's train.seed{_preset_note('train.seed')})")
+    parser.add_argument("--n-envs", type=int, metavar="N",
+                        help=f"parallel envs (default: the config's train.n_envs{_preset_note('train.n_envs')})")
+    parser.add_argument("--run-dir", metavar="DIR",
+                        help="run folder (default: <train.runs_dir>/<name>_seed<seed>_<time>)")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue the run in RUN_DIR from its latest checkpoint (default: a new run)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="-v: also print SB3's diagnostic table after every rollout (they always go "
+                             "to progress.csv and TensorBoard); -vv: SB3 debug output "
+                             "(default: %(default)s: progress bar and validation lines only)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in --run-dir (default: refuse an existing run folder)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the end-of-run summary as JSON instead of text")
+
+
+def _format_duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s" if minutes else f"{seconds:.1f} s"
+
+
+def format_summary(summary: dict[str, Any], run_dir: Path) -> list[str]:
+    """The end-of-run lines: steps, time, speed, best validation, where the run is, what next."""
+    lines = [
+        f"trained {summary['timesteps_this_session']:,} steps in {_format_duration(summary['wall_seconds'])} "
+        f"({summary['fps']:.0f} steps/s; {summary['parameters']:,} parameters on {summary['device']}, "
+        f"{summary['torch_threads']} torch thread(s))"
+    ]
+    best = summary.get("best_validation")
+    if best is not None:
+        from experiments.progress import metric_label
+
+        metric = str(best.get("metric", "sharpe"))
+        value = float(best["value"])
+        shown = f"{value:+.1%}" if metric == "total_return" else f"{value:.3f}"
+        lines.append(f"best validation {metric_label(metric)} {shown} at step {int(best['num_timesteps']):,} "
+                     f"(HOLD {float(best['hold_share']):.1%}): {run_dir / 'best' / 'best_model.zip'}")
+    else:
+        lines.append("no eligible validation pass (none ran, or every pass was collapsed): "
+                     "evaluate uses final_model.zip")
+    lines.append(f"run folder: {run_dir} (full record: training_summary.json)")
+    lines.append(f"next: himari evaluate {run_dir}   |   tensorboard --logdir {run_dir / 'tb'}")
+    return lines
+
+
+class _OneLineWarnings:
+    """While training from the CLI, print each warning as one line that does not break the bar."""
+
+    def __enter__(self) -> _OneLineWarnings:
+        import warnings
+
+        self._saved = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"warning: {category.__name__}: {message}", file=sys.stderr)
+
+        warnings.showwarning = show
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import warnings
+
+        warnings.showwarning = self._saved
+
+
+def _with_verbosity(config: ExperimentConfig, verbose: int) -> ExperimentConfig:
+    """The console verbosity is the command line's (``-v``), whatever the preset says."""
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, verbose=min(int(verbose), 2)))
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    verbose = int(getattr(args, "verbose", 0) or 0)
     if args.resume:
         run_dir = Path(args.resume)
-        config = ExperimentConfig.from_dict(json.loads((run_dir / "config.json").read_text()),
-                                            source=str(run_dir / "config.json"))
+        config_path = run_dir / "config.json"
+        if not config_path.is_file():
+            raise FileNotFoundError(f"not a run folder: no config.json in {run_dir} (--resume needs a folder "
+                                    "written by himari train)")
+        config = ExperimentConfig.from_dict(json.loads(config_path.read_text()), source=str(config_path))
         config = _override(config, data=None, timesteps=args.timesteps, seed=None, n_envs=args.n_envs)
     else:
-        config_path = Path(args.config) if args.config else Path(__file__).parent / "configs" / "cpu-small.yaml"
+        config_path = Path(args.config) if args.config else DEFAULT_CONFIG
         config = _override(load_config(config_path), data=args.data, timesteps=args.timesteps, seed=args.seed,
                            n_envs=args.n_envs)
         run_dir = Path(args.run_dir) if args.run_dir else Path(config.train.runs_dir) / config.resolved_run_name()
-    summary = train(config, run_dir=run_dir, resume=bool(args.resume), overwrite=args.overwrite)
-    best = summary["best_validation"]
-    compact = {key: value for key, value in summary.items() if key != "best_validation"}
-    if best is not None:
-        compact["best_validation"] = {key: best[key] for key in ("num_timesteps", "metric", "value", "hold_share")}
-    print(json.dumps(compact, indent=2))
-    print(f"run folder: {run_dir}\nnext: himari evaluate {run_dir}   |   tensorboard --logdir {run_dir / 'tb'}")
+    config = _with_verbosity(config, verbose)
+    with _OneLineWarnings():
+        summary = train(config, run_dir=run_dir, resume=bool(args.resume), overwrite=bool(getattr(args, "overwrite", False)))
+    if getattr(args, "json", False):
+        best = summary["best_validation"]
+        compact = {key: value for key, value in summary.items() if key != "best_validation"}
+        if best is not None:
+            compact["best_validation"] = {key: best[key] for key in ("num_timesteps", "metric", "value", "hold_share")}
+        print(json.dumps(compact, indent=2))
+    else:
+        print("\n".join(format_summary(summary, run_dir)))
     return 0
 
 
+#: ``himari train --help`` description.
+DESCRIPTION = (
+    "Train the regime-aware transformer PPO agent into a run folder (config, fitted pipeline, "
+    "risk config, TensorBoard logs and progress.csv, checkpoints, best and final models). "
+    "The console shows one progress bar and one line per validation pass; -v adds SB3's "
+    "diagnostic tables. Then: himari evaluate RUN_DIR."
+)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.train", description=DESCRIPTION)
     add_arguments(parser)
     return run_from_args(parser.parse_args(argv))
 

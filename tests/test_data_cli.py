@@ -63,7 +63,8 @@ def test_validate_structural_fault_exits_one_naming_the_row(
     status, out, err = run_cli(capsys, "data", "validate", str(path))
     assert status == 1
     assert "duplicate timestamp" in out
-    assert "duplicate timestamp: 1 row(s): row 3 at 2024-01-01T02:00:00Z" in err
+    # The 4th data row is line 5 of the file (header = line 1), as in the loaders' messages.
+    assert "duplicate timestamp: 1 row(s): line 5 at 2024-01-01T02:00:00Z" in err
 
 
 def test_validate_unparseable_file_exits_two_with_the_line(
@@ -75,7 +76,7 @@ def test_validate_unparseable_file_exits_two_with_the_line(
     )
     status, _, err = run_cli(capsys, "data", "validate", str(path))
     assert status == 2
-    assert "line 3 (data row 1) has 2 of 6 fields" in err
+    assert "cut.csv: line 3 has 2 of 6 fields" in err
 
 
 def test_validate_with_unseen_data_adds_it_to_the_split_table(

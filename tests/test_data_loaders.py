@@ -127,7 +127,7 @@ def test_binance_open_time_that_is_no_ms_or_us_epoch_is_named(tmp_path: Path) ->
     path = tmp_path / "seconds.csv"
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(
-        DataFormatError, match=r"seconds\.csv: line 3 \(data row 2\), column 'open_time'"
+        DataFormatError, match=r"seconds\.csv: line 3, column 'open_time'"
     ):
         load_binance_klines_csv(path)
 
@@ -288,7 +288,7 @@ def test_truncated_last_row_names_file_line_and_missing_column(tmp_path: Path) -
     with pytest.raises(DataFormatError) as caught:
         load_ohlcv(path)
     message = str(caught.value)
-    assert "bad.csv: line 4 (data row 2) has 3 of 6 fields" in message
+    assert "bad.csv: line 4 has 3 of 6 fields" in message
     assert "missing column 'low'" in message
     assert "truncated" in message
 
@@ -298,7 +298,7 @@ def test_binance_truncated_last_row_is_reported(tmp_path: Path) -> None:
     lines[-1] = ",".join(lines[-1].split(",")[:4])
     path = write_generic(tmp_path, "\n".join(lines), "BTCUSDT-1h-2025-01.csv")
     with pytest.raises(
-        DataFormatError, match=r"line 3 \(data row 2\) has 4 of 12 fields; missing column 'close'"
+        DataFormatError, match=r"line 3 has 4 of 12 fields; missing column 'close'"
     ):
         load_ohlcv(path)
 
@@ -318,7 +318,7 @@ def test_non_numeric_cell_names_line_column_and_value(tmp_path: Path) -> None:
     )
     with pytest.raises(
         DataFormatError,
-        match=r"bad\.csv: line 4 \(data row 2\), column 'close': 'abc' is not a number",
+        match=r"bad\.csv: line 4, column 'close': 'abc' is text, not a number",
     ):
         load_ohlcv(path)
 
@@ -326,7 +326,7 @@ def test_non_numeric_cell_names_line_column_and_value(tmp_path: Path) -> None:
 def test_unparseable_timestamp_names_line_and_value(tmp_path: Path) -> None:
     path = write_generic(tmp_path, GOOD_HEADER + GOOD_ROW_1 + "yesterday,1.5,2.0,1.0,1.8,11\n")
     with pytest.raises(
-        DataFormatError, match=r"line 3 \(data row 1\), column 'timestamp': 'yesterday'"
+        DataFormatError, match=r"line 3, column 'timestamp': 'yesterday'"
     ):
         load_ohlcv(path)
 
@@ -348,7 +348,7 @@ def test_row_with_extra_fields_is_named(tmp_path: Path) -> None:
     path = write_generic(
         tmp_path, GOOD_HEADER + GOOD_ROW_1 + "2024-01-01T01:00:00Z,1,2,1,1.8,11,99\n"
     )
-    with pytest.raises(DataFormatError, match=r"line 3 \(data row 1\) has 7 fields, expected 6"):
+    with pytest.raises(DataFormatError, match=r"line 3 has 7 fields, expected 6"):
         load_ohlcv(path)
 
 

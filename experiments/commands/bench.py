@@ -9,7 +9,11 @@ def register(root: argparse._SubParsersAction, groups: dict[str, argparse._SubPa
     from experiments import bench_env
 
     parser = groups["bench"].add_parser(
-        "env", help="steps/s of HIMARI (core and full stack) vs gym-anytrading and gym-trading-env"
+        "env", help="steps/s of HIMARI (core and full stack) vs gym-anytrading and gym-trading-env",
+        description="Steps per second of the HIMARI core env, the full stack with and without the RSS "
+        "risk layer, gym-anytrading and gym-trading-env, each in its own subprocess on the same "
+        "synthetic market with random actions; median of --repeats runs and the ratios ours/peer. "
+        "Peers come from the [bench] extra.",
     )
     bench_env.add_arguments(parser)
     parser.set_defaults(func=bench_env.run_from_args)
@@ -17,7 +21,10 @@ def register(root: argparse._SubParsersAction, groups: dict[str, argparse._SubPa
     from experiments import bench_pipeline
 
     pipeline_parser = groups["bench"].add_parser(
-        "pipeline", help="time the causal pipeline (features, EKF, percentiles, labeler, HMM) on a file"
+        "pipeline", help="time the causal pipeline (features, EKF, percentiles, labeler, HMM) on a file",
+        description="Time each stage of the causal pipeline (load + validate, features, EKF, "
+        "percentiles, labeler, HMM fit and filter) and prepare_market end to end, without the "
+        "disk cache; median of --repeats runs.",
     )
     bench_pipeline.add_arguments(pipeline_parser)
     pipeline_parser.set_defaults(func=bench_pipeline.run_from_args)

@@ -26,21 +26,40 @@ def register(
         "validate",
         help="load a market file and report gaps, duplicates, bad bars and the default splits",
         description="Load PATH (Binance kline CSV/ZIP or a directory of ZIPs, generic OHLCV "
-        "CSV/Parquet) and validate it. Exit 0 when valid (gaps and zero volume are only "
-        "reported), 1 on structural faults.",
+        "CSV/Parquet) and validate it. Structural faults (unsorted or duplicate times, "
+        "off-grid spacing, NaN/inf, bad prices or volume) are listed first; gaps and "
+        "zero-volume bars are only reported. Bars are named by the file's line number "
+        "(header = line 1). Exit 0 when valid, 1 on structural faults, 2 when the file "
+        "cannot be parsed.",
     )
     validate.add_argument("path", type=Path, help="file, or a directory of Binance ZIPs")
-    validate.add_argument("--json", action="store_true", help="print the report as JSON")
-    validate.add_argument("--interval", default="1h", help="expected bar spacing (default 1h)")
+    validate.add_argument("--json", action="store_true", help="print the full report as JSON")
     validate.add_argument(
-        "--warmup-bars", type=int, default=720, help="warm-up bars before the splits (720)"
+        "--interval", default="1h", help="expected bar spacing (default: %(default)s)"
     )
-    validate.add_argument("--timestamp-column", help="generic CSV/Parquet: time column name")
+    validate.add_argument(
+        "--warmup-bars",
+        type=int,
+        default=720,
+        help="warm-up bars before the splits (default: %(default)s)",
+    )
+    validate.add_argument(
+        "--timestamp-column",
+        metavar="NAME",
+        help="generic CSV/Parquet: the time column's name (default: timestamp)",
+    )
     validate.add_argument(
         "--timestamp-unit",
         choices=("s", "ms", "us", "ns"),
-        help="generic CSV/Parquet: epoch unit of the time column (default: ISO or by magnitude)",
+        help="generic CSV/Parquet: epoch unit of the time column (default: ISO-8601 text, "
+        "or epochs whose unit is read from their magnitude)",
     )
+    for canonical in ("open", "high", "low", "close", "volume"):
+        validate.add_argument(
+            f"--{canonical}-column",
+            metavar="NAME",
+            help=f"generic CSV/Parquet: the {canonical} column's name (default: {canonical})",
+        )
     validate.add_argument(
         "--unseen",
         type=Path,
@@ -51,9 +70,14 @@ def register(
     synth = data.add_parser(
         "synth",
         help="write the seeded synthetic market (CSV or Parquet by suffix) and print its stats",
+        description="Write the seeded 4-regime synthetic market (the env's default data) to "
+        "--out, with its true regime id per bar, and print its headline statistics. Same "
+        "--bars and --seed, same file.",
     )
-    synth.add_argument("--bars", type=int, default=45_000, help="number of hourly bars")
-    synth.add_argument("--seed", type=int, default=0, help="random seed")
+    synth.add_argument(
+        "--bars", type=int, default=45_000, help="number of hourly bars (default: %(default)s)"
+    )
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     synth.add_argument("--out", type=Path, required=True, help="output file: .csv, .parquet or .pq")
     synth.add_argument("--json", action="store_true", help="print the stats as JSON")
     synth.set_defaults(func=run_synth)
@@ -61,16 +85,21 @@ def register(
     download = data.add_parser(
         "download",
         help="download Binance monthly spot kline ZIPs with checksum verification and resume",
+        description="Download monthly spot kline ZIPs from data.binance.vision into --dest, "
+        "verify each against its published SHA-256, resume interrupted files and skip files "
+        "already verified. Load the result with: himari data validate DEST.",
     )
-    download.add_argument("--symbol", default="BTCUSDT", help="Binance symbol (BTCUSDT)")
-    download.add_argument("--interval", default="1h", help="kline interval (1h)")
+    download.add_argument(
+        "--symbol", default="BTCUSDT", help="Binance symbol (default: %(default)s)"
+    )
+    download.add_argument("--interval", default="1h", help="kline interval (default: %(default)s)")
     download.add_argument("--start", required=True, help="first month, YYYY-MM")
     download.add_argument("--end", required=True, help="last month, YYYY-MM")
     download.add_argument("--dest", type=Path, required=True, help="folder for the ZIPs")
     download.add_argument(
         "--base-url",
         default=None,
-        help="mirror root instead of https://data.binance.vision (file:// works offline)",
+        help="mirror root (file:// works offline) (default: https://data.binance.vision)",
     )
     download.add_argument("--no-progress", action="store_true", help="no progress bar")
     download.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -88,10 +117,10 @@ def run_validate(args: argparse.Namespace) -> int:
     )
 
     mapping: dict[str, Any] = {}
-    if args.timestamp_column:
-        mapping["timestamp_column"] = args.timestamp_column
-    if args.timestamp_unit:
-        mapping["timestamp_unit"] = args.timestamp_unit
+    for keyword in ("timestamp_column", "timestamp_unit", "open_column", "high_column",
+                    "low_column", "close_column", "volume_column"):
+        if getattr(args, keyword, None):
+            mapping[keyword] = getattr(args, keyword)
     frame = load_ohlcv(args.path, **mapping)
     report = validate_ohlcv(frame, expected_interval=args.interval, raise_on_error=False)
     reports = [(args.path, report)]
@@ -142,21 +171,30 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def _print_report(path: Path, report: Any, *, leading_blank: bool) -> None:
+    """Structural faults first (each names its first bars and counts the rest), then the
+    check table, then at most ``GAPS_LISTED`` gap runs with the count of the others."""
+    from himari_env.data.validation import GAPS_LISTED
+
     if leading_blank:
         print()
     print(f"{path}")
-    print(format_table(("check", "count", "status", "first rows"), report.summary_rows()))
+    faults = report.structural_faults()
+    if faults:
+        print(f"{len(faults)} structural fault(s); the pipeline refuses this file until they are fixed:")
+        for fault in faults:
+            print(f"  - {fault}")
+        print()
+    print(format_table(("check", "count", "status", "first bars"), report.summary_rows()))
     if report.gaps:
+        rows, more = report.gap_listing(GAPS_LISTED)
         print()
         print(
             format_table(
-                ("gap", "last bar before", "first bar after", "missing bars"),
-                [
-                    (i + 1, run.last_before, run.first_after, run.missing_bars)
-                    for i, run in enumerate(report.gaps)
-                ],
+                ("gap", "place after", "last bar before", "first bar after", "missing bars"), rows
             )
         )
+        if more:
+            print(f"(+{more} more gap runs; --json lists all {report.n_gap_runs})")
 
 
 def run_synth(args: argparse.Namespace) -> int:

@@ -31,7 +31,12 @@ _TABLE_ROWS: tuple[tuple[str, str, str, str], ...] = (
 def register(
     root: argparse._SubParsersAction, groups: dict[str, argparse._SubParsersAction]
 ) -> None:
-    from himari_env.features.ekf import DEFAULT_MAX_LAG, DEFAULT_TREND_WINDOW
+    from himari_env.features.ekf import (
+        DEFAULT_GRID_Q,
+        DEFAULT_GRID_R,
+        DEFAULT_MAX_LAG,
+        DEFAULT_TREND_WINDOW,
+    )
 
     parser = groups["calibrate"].add_parser(
         "ekf",
@@ -40,28 +45,30 @@ def register(
         "on the train split's closes (percent log price), then report the chosen config on "
         "train and test. Without --data the seeded synthetic market is used.",
     )
-    parser.add_argument("--data", type=Path, help="market file (default: synthetic market)")
+    parser.add_argument("--data", type=Path, help="market file (default: the seeded synthetic market)")
     parser.add_argument(
-        "--synthetic-bars", type=int, default=45_000, help="bars of the synthetic market (45000)"
+        "--synthetic-bars", type=int, default=45_000, help="bars of the synthetic market (default: %(default)s)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic market (0)")
-    parser.add_argument("--grid-q", type=float, nargs="+", help="process noise candidates")
-    parser.add_argument("--grid-r", type=float, nargs="+", help="measurement noise candidates")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic market (default: %(default)s)")
+    parser.add_argument("--grid-q", type=float, nargs="+", help="process noise candidates (default: "
+                        f"{' '.join(f'{q:g}' for q in DEFAULT_GRID_Q)})")
+    parser.add_argument("--grid-r", type=float, nargs="+", help="measurement noise candidates (default: "
+                        f"{' '.join(f'{r:g}' for r in DEFAULT_GRID_R)})")
     parser.add_argument(
         "--max-lag",
         type=int,
         default=DEFAULT_MAX_LAG,
-        help=f"largest lag searched ({DEFAULT_MAX_LAG})",
+        help="largest lag searched (default: %(default)s)",
     )
     parser.add_argument(
         "--trend-window",
         type=int,
         default=DEFAULT_TREND_WINDOW,
-        help=f"centred moving-average window of the evaluation-only trend proxy ({DEFAULT_TREND_WINDOW})",
+        help="centred moving-average window of the evaluation-only trend proxy (default: %(default)s)",
     )
-    parser.add_argument("--top", type=int, default=10, help="grid rows to print (10)")
+    parser.add_argument("--top", type=int, default=10, help="grid rows to print (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.add_argument("--out", type=Path, help=f"folder for {CONFIG_FILE} and {REPORT_FILE}")
+    parser.add_argument("--out", type=Path, help=f"folder for {CONFIG_FILE} and {REPORT_FILE} (default: print only)")
     parser.set_defaults(func=run_calibrate_ekf)
 
 

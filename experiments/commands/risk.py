@@ -53,7 +53,7 @@ def register(root: argparse._SubParsersAction, groups: dict[str, argparse._SubPa
     )
     _add_common_arguments(risk)
     risk.add_argument("--max-leverage", type=float, default=3.0,
-                      help="the env's bound on |position| for the reference run (default 3)")
+                      help="the env's bound on |position| for the reference run (default: %(default)s)")
     risk.add_argument("--no-brake-search", action="store_true",
                       help="keep the design log's drawdown brake instead of selecting it on train")
     risk.add_argument("--episode-length", type=int, default=DEFAULT_EPISODE_LENGTH,
@@ -81,7 +81,7 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lookback", type=int, default=DEFAULT_LOOKBACK,
                         help=f"momentum lookback of the reference rule in bars (default {DEFAULT_LOOKBACK})")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.add_argument("--out", type=Path, default=None, help="write the configs and reports here")
+    parser.add_argument("--out", type=Path, default=None, help="write the configs and reports here (default: print only)")
 
 
 # The computations live in the library (himari_env.risk.report); the command formats them.

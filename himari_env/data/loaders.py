@@ -30,19 +30,33 @@ Sources
       source column names of the five canonical columns. Other columns are ignored.
 
 Every parse error is a :class:`~himari_env.data.errors.DataFormatError` naming the file, the
-line (CSV, 1-based, counting the header) or row (0-based data row) and the column.
+place and the column. Places follow one convention everywhere (loaders and
+:func:`~himari_env.data.validation.validate_ohlcv`): in a CSV, the file's line number (the
+header is line 1, so the first data row of a headed CSV is line 2; blank lines count);
+Parquet has no lines, so a Parquet place is ``row N`` (0-based, as ``DataFrame.iloc``).
+
+Row origin: the loaders remember, for every frame they return, where its rows came from
+(:func:`row_origin`), so that validation names ``line 5001`` of the file rather than an
+internal position. The record lives beside the frame (keyed by the object, dropped with it),
+not in ``frame.attrs``: pandas deep-copies ``attrs`` into every derived object, which would
+slow the feature pipeline, and writes them into Parquet metadata.
+
+Missing and text cells: an empty numeric cell (or the IEEE spellings ``nan``/``NaN``) is read
+as NaN and reported by validation; any other text (``n/a``, ``null``, ``-``) is an error
+naming the line and the text.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import weakref
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -53,11 +67,14 @@ from himari_env.data.errors import DataFormatError
 __all__ = [
     "BINANCE_KLINE_COLUMNS",
     "MAPPING_KEYWORDS",
+    "describe_position",
     "load_binance_klines_csv",
     "load_binance_klines_zip",
     "load_ohlcv",
     "load_ohlcv_csv",
     "load_ohlcv_parquet",
+    "origin_source",
+    "row_origin",
 ]
 
 PathArg = str | PathLike[str]
@@ -101,6 +118,88 @@ _EPOCH_MAX_S = 7_258_118_400
 _INDEX_UNIT = "us"
 _PARQUET_SUFFIXES = {".parquet", ".pq", ".parq"}
 _MAX_LISTED = 5
+#: Cell texts read as a missing number (NaN, reported by validation). Any other text in a
+#: numeric column is an error: ``n/a`` or ``null`` is a word someone typed, not a number.
+_MISSING_NUMBER_TEXTS = ["", "nan", "NaN", "NAN", "-nan", "-NaN"]
+#: id(frame) -> (weak reference to the frame, its index object, origin segments).
+_ORIGINS: dict[int, tuple[weakref.ref[pd.DataFrame], pd.Index, list[dict[str, Any]]]] = {}
+
+
+# ----------------------------------------------------------------------------- row origin
+
+
+def _origin_segment(source: str, n_rows: int, line_numbers: np.ndarray | None) -> dict[str, Any]:
+    """One file's rows: ``first_line`` when its lines are consecutive, else every line."""
+    segment: dict[str, Any] = {"source": source, "n_rows": int(n_rows)}
+    if line_numbers is None:
+        segment["first_line"] = None  # Parquet: no lines
+    elif n_rows and np.array_equal(line_numbers, line_numbers[0] + np.arange(n_rows)):
+        segment["first_line"] = int(line_numbers[0])
+    else:
+        segment["first_line"] = int(line_numbers[0]) if n_rows else None
+        segment["lines"] = np.asarray(line_numbers, dtype=np.int64)
+    return segment
+
+
+def _remember_origin(frame: pd.DataFrame, segments: list[dict[str, Any]]) -> pd.DataFrame:
+    key = id(frame)
+    _ORIGINS[key] = (weakref.ref(frame), frame.index, segments)
+    weakref.finalize(frame, _ORIGINS.pop, key, None)
+    return frame
+
+
+def row_origin(frame: pd.DataFrame) -> list[dict[str, Any]] | None:
+    """Where the rows of a loaded frame came from, or None for a frame not read from a file.
+
+    A list of segments, in row order, each ``{"source": file name, "n_rows": int,
+    "first_line": int | None}`` (plus ``"lines"``, an int64 array, when the file had blank
+    lines): ``first_line`` is the file line of the segment's first bar. None when the frame
+    is not the object a loader returned (a copy, a slice, a frame built in memory) or when
+    its rows were reordered or dropped in place (its index is no longer the loaded one).
+    """
+    entry = _ORIGINS.get(id(frame))
+    if entry is None:
+        return None
+    reference, index, origin = entry
+    loaded = reference()
+    if loaded is None or loaded is not frame or loaded.index is not index:
+        return None
+    if sum(int(segment["n_rows"]) for segment in origin) != len(loaded):
+        return None
+    return origin
+
+
+def describe_position(origin: list[dict[str, Any]] | None, position: int) -> str:
+    """The place of the bar at ``position`` (0-based) in the project's one convention.
+
+    ``"line 5001"`` (single CSV), ``"line 13 of BTCUSDT-1h-2020-03.csv"`` (several files),
+    ``"row 4999"`` (Parquet, or a frame not read from a file: 0-based position).
+    """
+    if origin is None:
+        return f"row {position}"
+    offset = position
+    for segment in origin:
+        n_rows = int(segment["n_rows"])
+        if offset < n_rows:
+            lines = segment.get("lines")
+            first_line = segment.get("first_line")
+            of = f" of {Path(str(segment['source'])).name}" if len(origin) > 1 else ""
+            if isinstance(lines, np.ndarray):
+                return f"line {int(lines[offset])}{of}"
+            if first_line is None:
+                return f"row {offset}{of}"
+            return f"line {int(first_line) + offset}{of}"
+        offset -= n_rows
+    return f"row {position}"
+
+
+def origin_source(origin: list[dict[str, Any]] | None) -> str | None:
+    """The file (or ``"first .. last"`` files) a frame was read from, or None."""
+    if not origin:
+        return None
+    if len(origin) == 1:
+        return str(origin[0]["source"])
+    return f"{origin[0]['source']} .. {origin[-1]['source']} ({len(origin)} files)"
 
 
 # ----------------------------------------------------------------------------- dispatcher
@@ -268,7 +367,8 @@ def load_binance_klines_zip(paths: PathArg | Sequence[PathArg]) -> pd.DataFrame:
         frames.append(_parse_binance_bytes(data, f"{zip_path}!{csv_members[0]}"))
     if len(frames) == 1:
         return frames[0]
-    return pd.concat(frames)
+    segments = [segment for frame in frames for segment in (row_origin(frame) or [])]
+    return _remember_origin(pd.concat(frames), segments)
 
 
 def _parse_binance_bytes(data: bytes, source: str) -> pd.DataFrame:
@@ -305,8 +405,15 @@ def _parse_binance_bytes(data: bytes, source: str) -> pd.DataFrame:
         describe_row=lambda row: records.where(row, has_header),
         source=source,
     )
-    return _canonical_frame(
-        index, table, dict(zip(OHLCV_COLUMNS, OHLCV_COLUMNS, strict=True)), source
+    frame = _canonical_frame(
+        index,
+        table,
+        dict(zip(OHLCV_COLUMNS, OHLCV_COLUMNS, strict=True)),
+        source,
+        lambda row: records.where(row, has_header),
+    )
+    return _remember_origin(
+        frame, [_origin_segment(source, len(frame), records.data_line_numbers(has_header))]
     )
 
 
@@ -362,7 +469,8 @@ def load_ohlcv_csv(
         describe_row=lambda row: records.where(row, True),
         source=source,
     )
-    return _canonical_frame(index, table, rename, source)
+    frame = _canonical_frame(index, table, rename, source, lambda row: records.where(row, True))
+    return _remember_origin(frame, [_origin_segment(source, len(frame), records.data_line_numbers(True))])
 
 
 # ----------------------------------------------------------------------------- Parquet
@@ -420,7 +528,8 @@ def load_ohlcv_parquet(
         describe_row=describe_row,
         source=source,
     )
-    return _canonical_frame(index, pd.DataFrame(numeric), rename, source)
+    frame = _canonical_frame(index, pd.DataFrame(numeric), rename, source)
+    return _remember_origin(frame, [_origin_segment(source, len(frame), None)])
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -450,10 +559,21 @@ def _check_columns_present(
 ) -> None:
     missing = [name for name in required if name not in available]
     if missing:
+        flags = " ".join(f"--{_flag_of(name, required)} NAME" for name in missing)
         raise DataFormatError(
             f"{source}: missing column(s) {missing} in {where}; found {list(available)}. "
-            "Map other names with timestamp_column=..., open_column=..., etc."
+            f"Name the file's columns with {flags} (himari data validate) or "
+            "open_column='NAME', ... (load_ohlcv)"
         )
+
+
+def _flag_of(name: str, required: Sequence[str]) -> str:
+    """The CLI flag that maps the required column ``name`` (``--open-column``, ...)."""
+    keyword = MAPPING_KEYWORDS[0] if name == required[0] else None
+    if keyword is None:
+        canonical = OHLCV_COLUMNS[list(required[1:]).index(name)]
+        keyword = f"{canonical}_column"
+    return keyword.replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -469,8 +589,13 @@ class _Records:
         return max(len(self.line_numbers) - 1, 0)
 
     def where(self, data_row: int, has_header: bool) -> str:
+        """``"line N"``: the file line of data row ``data_row`` (0-based), header = line 1."""
         record = data_row + (1 if has_header else 0)
-        return f"line {int(self.line_numbers[record])} (data row {data_row})"
+        return f"line {int(self.line_numbers[record])}"
+
+    def data_line_numbers(self, has_header: bool) -> np.ndarray:
+        """File line of every data row, int64 (n_data_rows,)."""
+        return self.line_numbers[1:] if has_header else self.line_numbers
 
     def check_field_counts(
         self, n_expected: int, names: Sequence[str], has_header: bool, source: str
@@ -485,8 +610,7 @@ class _Records:
             raise DataFormatError(
                 f"{source}: header (line {line}) has {n_fields} fields, expected {n_expected}"
             )
-        data_row = record - (1 if has_header else 0)
-        location = f"line {line} (data row {data_row})"
+        location = f"line {line}"
         if n_fields < n_expected:
             truncated = (
                 " (the file looks truncated)" if record == len(self.field_counts) - 1 else ""
@@ -573,6 +697,8 @@ def _read_csv_checked(
         "skip_blank_lines": True,
         "engine": "c",
         "encoding": "utf-8-sig",
+        "keep_default_na": False,
+        "na_values": _MISSING_NUMBER_TEXTS,
     }
     try:
         return pd.read_csv(io.BytesIO(data), dtype=dtypes, **options)
@@ -586,7 +712,8 @@ def _read_csv_checked(
 def _to_float64(values: pd.Series, column: str, describe_row, source: str) -> np.ndarray:  # type: ignore[no-untyped-def]
     """Convert one column to float64; a cell that is present but not a number is an error.
 
-    Missing cells stay NaN (validation counts them); nothing is coerced silently.
+    Missing cells (empty, or ``nan``) stay NaN (validation counts them); text such as
+    ``n/a`` or ``null`` is an error naming the line and the text; nothing is coerced silently.
     """
     if pd.api.types.is_bool_dtype(values.dtype):
         raise DataFormatError(f"{source}: column '{column}' is boolean, expected numbers")
@@ -596,13 +723,14 @@ def _to_float64(values: pd.Series, column: str, describe_row, source: str) -> np
     stripped = as_text.str.strip()
     converted = pd.to_numeric(stripped, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     present = values.notna().to_numpy() & (stripped != "").to_numpy()
-    present &= ~stripped.str.lower().isin(["nan", "na", "n/a", "null", "none", "-nan"]).to_numpy()
+    present &= ~stripped.isin(_MISSING_NUMBER_TEXTS).to_numpy()
     bad = np.flatnonzero(present & np.isnan(converted))
     if bad.size:
         row = int(bad[0])
         raise DataFormatError(
-            f"{source}: {describe_row(row)}, column '{column}': {as_text.iloc[row]!r} is not a "
-            f"number ({bad.size} such cell(s) in this column)"
+            f"{source}: {describe_row(row)}, column '{column}': {as_text.iloc[row]!r} is text, "
+            f"not a number ({bad.size} such cell(s) in this column); put the number there, or "
+            "leave the cell empty if it is missing"
         )
     return converted
 
@@ -744,7 +872,11 @@ def _epoch_to_index(
 
 
 def _canonical_frame(
-    index: pd.DatetimeIndex, table: pd.DataFrame, rename: dict[str, str], source: str
+    index: pd.DatetimeIndex,
+    table: pd.DataFrame,
+    rename: dict[str, str],
+    source: str,
+    describe_row=lambda row: f"row {row}",  # type: ignore[no-untyped-def]
 ) -> pd.DataFrame:
     columns = {
         canonical: np.asarray(table[source], dtype=np.float64)
@@ -754,7 +886,7 @@ def _canonical_frame(
     if sub_microsecond.size:
         row = int(sub_microsecond[0])
         raise DataFormatError(
-            f"{source}: data row {row}: timestamp {index[row]} has a sub-microsecond part; "
+            f"{source}: {describe_row(row)}: timestamp {index[row]} has a sub-microsecond part; "
             "bar times must be whole microseconds"
         )
     index = index.as_unit(_INDEX_UNIT).rename(INDEX_NAME)

@@ -1,7 +1,7 @@
 """Validation of the canonical OHLCV frame, and the gap policy.
 
 :func:`validate_ohlcv` checks a frame and returns a :class:`ValidationReport` listing, with
-position and timestamp, every offending bar. Two classes of finding:
+place and timestamp, every offending bar. Two classes of finding:
 
 * **Structural faults** (raise :class:`~himari_env.data.errors.OHLCVValidationError` by
   default): index not a UTC ``DatetimeIndex``, a column not float64, unsorted or duplicate
@@ -10,6 +10,18 @@ position and timestamp, every offending bar. Two classes of finding:
   ``low > min(open, close)``.
 * **Findings that are reported, never raised, never repaired**: gaps (runs of missing bars)
   and zero-volume bars.
+
+Places
+------
+A bar is named the way the loaders name it (one convention for the whole data layer): for a
+frame read from a CSV, the file's line number (header = line 1; ``line 13 of FILE`` when the
+frame came from several files); for Parquet or an in-memory frame, ``row N``, the 0-based
+position (``DataFrame.iloc``). See :func:`himari_env.data.loaders.row_origin`.
+
+Listings are capped: a message names the first :data:`LISTED_IN_MESSAGE` bars of each fault
+and the count of the rest; :meth:`ValidationReport.gap_listing` caps the gap table. When the
+timestamps are unsorted, gap runs are not measured (steps between shuffled bars are not
+gaps): sort the file first.
 
 Gap policy
 ----------
@@ -29,30 +41,59 @@ import pandas as pd
 
 from himari_env.constants import OHLCV_COLUMNS
 from himari_env.data.errors import DataFormatError, OHLCVValidationError
+from himari_env.data.loaders import describe_position, origin_source, row_origin
 
-__all__ = ["GapRun", "RowFault", "ValidationReport", "gap_mask", "validate_ohlcv"]
+__all__ = [
+    "GAPS_LISTED",
+    "LISTED_IN_MESSAGE",
+    "GapRun",
+    "RowFault",
+    "ValidationReport",
+    "gap_mask",
+    "validate_ohlcv",
+]
 
 _PRICE_COLUMNS = ("open", "high", "low", "close")
-_LISTED_IN_MESSAGE = 3
+#: Offending bars named per fault in a message (the rest are counted).
+LISTED_IN_MESSAGE = 3
+#: Gap runs listed by :meth:`ValidationReport.gap_listing` (the rest are counted).
+GAPS_LISTED = 10
+_LISTED_IN_MESSAGE = LISTED_IN_MESSAGE
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @dataclass(frozen=True)
 class RowFault:
-    """Every bar that shows one kind of fault: positions (0-based) and their timestamps."""
+    """Every bar that shows one kind of fault.
+
+    Attributes
+    ----------
+    positions
+        0-based positions in the frame.
+    timestamps
+        Their timestamps.
+    places
+        Their places in the file (``"line 5001"``; ``"row 4999"`` for Parquet or an
+        in-memory frame, see the module docstring); empty when not given, then
+        ``row <position>`` is shown.
+    """
 
     positions: tuple[int, ...] = ()
     timestamps: tuple[str, ...] = ()
+    places: tuple[str, ...] = ()
 
     @property
     def count(self) -> int:
         return len(self.positions)
 
+    def place(self, i: int) -> str:
+        """The place of the i-th offending bar."""
+        return self.places[i] if self.places else f"row {self.positions[i]}"
+
     def describe(self, limit: int = _LISTED_IN_MESSAGE) -> str:
-        """``"row 5 at 2020-01-01T05:00:00Z, row 9 at ... (+3 more)"``."""
+        """``"line 7 at 2020-01-01T05:00:00Z, line 11 at ... (+3 more)"``."""
         shown = [
-            f"row {p} at {t}"
-            for p, t in zip(self.positions[:limit], self.timestamps[:limit], strict=True)
+            f"{self.place(i)} at {self.timestamps[i]}" for i in range(min(limit, self.count))
         ]
         more = self.count - len(shown)
         return ", ".join(shown) + (f" (+{more} more)" if more > 0 else "")
@@ -61,6 +102,7 @@ class RowFault:
         return {
             "count": self.count,
             "positions": list(self.positions),
+            "places": [self.place(i) for i in range(self.count)],
             "timestamps": list(self.timestamps),
         }
 
@@ -73,6 +115,8 @@ class GapRun:
     ----------
     position
         Position (0-based) of the first bar after the gap; ``gap_mask`` is True there.
+    place
+        Its place in the file (``"line 5001"``; see the module docstring).
     last_before, first_after
         Timestamps of the bars that bound the gap.
     first_missing, last_missing
@@ -87,10 +131,12 @@ class GapRun:
     first_missing: str
     last_missing: str
     missing_bars: int
+    place: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "position": self.position,
+            "place": self.place or f"row {self.position}",
             "last_before": self.last_before,
             "first_after": self.first_after,
             "first_missing": self.first_missing,
@@ -131,6 +177,10 @@ class ValidationReport:
         Bars with ``high < max(open, close)`` and ``low > min(open, close)``.
     gaps
         Every run of missing bars, in order (reported only).
+    gaps_checked
+        False when the timestamps are unsorted: gap runs are then not measured.
+    source
+        The file the frame was read from (None for an in-memory frame).
     """
 
     n_rows: int
@@ -149,6 +199,8 @@ class ValidationReport:
     high_below_open_close: RowFault = field(default_factory=RowFault)
     low_above_open_close: RowFault = field(default_factory=RowFault)
     gaps: tuple[GapRun, ...] = ()
+    gaps_checked: bool = True
+    source: str | None = None
 
     @property
     def missing_bars(self) -> int:
@@ -177,7 +229,8 @@ class ValidationReport:
         return faults
 
     def structural_faults(self) -> list[str]:
-        """One message per structural fault found, naming the first few offending rows."""
+        """One message per structural fault found, naming the first few offending bars
+        (:data:`LISTED_IN_MESSAGE`) and counting the rest."""
         messages = [f"index: {problem}" for problem in self.index_problems]
         messages += [f"column not float64: {problem}" for problem in self.dtype_problems]
         messages += [
@@ -214,8 +267,22 @@ class ValidationReport:
             "low_above_open_close": self.low_above_open_close.to_dict(),
             "missing_bars": self.missing_bars,
             "n_gap_runs": self.n_gap_runs,
+            "gaps_checked": self.gaps_checked,
             "gaps": [run.to_dict() for run in self.gaps],
+            "source": self.source,
         }
+
+    def gap_listing(
+        self, limit: int = GAPS_LISTED
+    ) -> tuple[list[tuple[int, str, str, str, int]], int]:
+        """The first ``limit`` gap runs as table rows ``(n, place, last bar before, first bar
+        after, missing bars)``, and how many runs were left out."""
+        rows = [
+            (i + 1, run.place or f"row {run.position}", run.last_before, run.first_after,
+             run.missing_bars)
+            for i, run in enumerate(self.gaps[:limit])
+        ]
+        return rows, max(self.n_gap_runs - limit, 0)
 
     def summary_rows(self) -> list[tuple[str, int, str, str]]:
         """Rows ``(check, count, status, first offending rows)`` for a table."""
@@ -243,8 +310,12 @@ class ValidationReport:
         )
         if self.n_gap_runs > _LISTED_IN_MESSAGE:
             gap_detail += f" (+{self.n_gap_runs - _LISTED_IN_MESSAGE} more runs)"
-        rows.append(("gap runs", self.n_gap_runs, "reported" if self.gaps else "ok", gap_detail))
-        rows.append(("missing bars", self.missing_bars, "reported" if self.gaps else "ok", ""))
+        if not self.gaps_checked:
+            status, gap_detail = "not checked", "timestamps unsorted: sort the file first"
+        else:
+            status = "reported" if self.gaps else "ok"
+        rows.append(("gap runs", self.n_gap_runs, status, gap_detail))
+        rows.append(("missing bars", self.missing_bars, status, ""))
         return rows
 
 
@@ -313,6 +384,8 @@ def validate_ohlcv(
     step_ns = _interval_ns(expected_interval)
     index = frame.index
     n_rows = len(frame)
+    origin = row_origin(frame)
+    source = origin_source(origin)
 
     index_problems: list[str] = []
     stamps: np.ndarray | None = None
@@ -327,9 +400,18 @@ def validate_ohlcv(
         index_problems.append(f"index is a {type(index).__name__}, expected a UTC DatetimeIndex")
         labels = np.asarray([str(value) for value in index], dtype=object)
 
+    def place(position: int) -> str:
+        return describe_position(origin, position)
+
     def rows(mask: np.ndarray) -> RowFault:
-        positions = np.flatnonzero(mask)
-        return RowFault(tuple(positions.tolist()), tuple(labels[positions].tolist()))
+        positions = np.flatnonzero(mask).tolist()
+        if not positions:
+            return RowFault()
+        return RowFault(
+            tuple(positions),
+            tuple(labels[positions].tolist()),
+            tuple(place(p) for p in positions),
+        )
 
     dtype_problems = tuple(
         f"{name}: {frame[name].dtype}" for name in OHLCV_COLUMNS if frame[name].dtype != np.float64
@@ -338,13 +420,17 @@ def validate_ohlcv(
 
     unsorted = duplicates = off_grid = RowFault()
     gaps: tuple[GapRun, ...] = ()
+    gaps_checked = True
     if stamps is not None and n_rows > 1:
         steps = np.diff(stamps)
         step_after = np.concatenate(([step_ns], steps))  # step ending at each bar
         unsorted = rows(step_after < 0)
         duplicates = rows(index.duplicated(keep="first"))
         off_grid = rows((step_after > 0) & (step_after % step_ns != 0))
-        gaps = _gap_runs(stamps, step_after, step_ns, labels)
+        # In a shuffled file nearly every step looks like a gap: measure gaps only in order.
+        gaps_checked = unsorted.count == 0
+        if gaps_checked:
+            gaps = _gap_runs(stamps, step_after, step_ns, labels, place)
 
     finite = {name: np.isfinite(column) for name, column in values.items()}
     nan_or_inf = {name: rows(~ok) for name, ok in finite.items()}
@@ -376,12 +462,22 @@ def validate_ohlcv(
         high_below_open_close=high_below,
         low_above_open_close=low_above,
         gaps=gaps,
+        gaps_checked=gaps_checked,
+        source=source,
     )
     if raise_on_error and not report.is_valid:
         faults = report.structural_faults()
+        where = f" for {source}" if source else ""
+        advice = (
+            f"; fix the file (nothing is repaired automatically): himari data validate {source} "
+            "lists every fault"
+            if source
+            else "; fix the frame (nothing is repaired automatically)"
+        )
         raise OHLCVValidationError(
-            f"OHLCV validation failed ({n_rows} rows, {len(faults)} structural fault(s)): "
-            + "; ".join(faults),
+            f"OHLCV validation failed{where} ({n_rows} rows, {len(faults)} structural fault(s)): "
+            + "; ".join(faults)
+            + advice,
             report=report,
         )
     return report
@@ -413,7 +509,11 @@ def _format_timestamps(index: pd.DatetimeIndex) -> np.ndarray:
 
 
 def _gap_runs(
-    stamps: np.ndarray, step_after: np.ndarray, step_ns: int, labels: np.ndarray
+    stamps: np.ndarray,
+    step_after: np.ndarray,
+    step_ns: int,
+    labels: np.ndarray,
+    place,  # type: ignore[no-untyped-def]  # (position) -> str
 ) -> tuple[GapRun, ...]:
     positions = np.flatnonzero((step_after > step_ns) & (step_after % step_ns == 0))
     if not positions.size:
@@ -429,6 +529,7 @@ def _gap_runs(
             first_missing=first,
             last_missing=last,
             missing_bars=int(count),
+            place=place(int(position)),
         )
         for position, first, last, count in zip(
             positions.tolist(), first_missing, last_missing, missing, strict=True

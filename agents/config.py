@@ -213,8 +213,10 @@ class ExtractorConfig:
 class PPOConfig:
     """Stable-Baselines3 PPO hyperparameters and policy heads.
 
-    ``ent_coef`` defaults to 0.05: the design log saw collapse to always-trade at 0.01 and
-    used 0.05-0.10 afterwards (a value below 0.05 warns). ``target_kl`` None disables early
+    ``ent_coef`` defaults to 0.05: with hourly decisions the design log saw collapse to
+    always-trade at 0.01 and used 0.05-0.10 afterwards (a value below 0.05 with
+    ``env.decision_interval`` 1 warns; the presets decide every 24 bars, where 0.01 is what
+    validation chose, see the README). ``target_kl`` None disables early
     stopping of the epochs. ``net_arch_pi`` / ``net_arch_vf`` are the actor and critic hidden
     layers on top of the extractor (the log: 512 -> 256 -> 3 and 512 -> 256 -> 1).
     """
@@ -271,14 +273,6 @@ class PPOConfig:
                 all(width >= 1 for width in layers),
                 key,
                 f"layer widths must be >= 1, got {list(layers)}",
-            )
-        if self.ent_coef < LOG_ENT_COEF_RANGE[0]:
-            warnings.warn(
-                f"ppo.ent_coef = {self.ent_coef} is below {LOG_ENT_COEF_RANGE[0]}: the design log "
-                "saw the policy collapse to always-trade at 0.01; use 0.05-0.10 unless you are "
-                "studying that collapse",
-                UserWarning,
-                stacklevel=3,
             )
 
 
@@ -390,6 +384,14 @@ class ExperimentConfig:
             f"batch_size ({self.ppo.batch_size}) must divide n_steps * n_envs "
             f"({self.ppo.n_steps} * {self.train.n_envs} = {rollout_size})",
         )
+        if self.ppo.ent_coef < LOG_ENT_COEF_RANGE[0] and self.env.decision_interval == 1:
+            warnings.warn(
+                f"ppo.ent_coef = {self.ppo.ent_coef} is below {LOG_ENT_COEF_RANGE[0]} with hourly decisions "
+                "(env.decision_interval 1): the design log saw the policy collapse to always-trade at 0.01; "
+                "use 0.05-0.10, or decide every 24 bars as the presets do",
+                UserWarning,
+                stacklevel=3,
+            )
         if self.train.collapse_source == "eval":
             _require(
                 self.train.eval_freq > 0,

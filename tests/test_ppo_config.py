@@ -38,7 +38,8 @@ def test_presets_load_and_name_themselves(preset: str) -> None:
     config = load_config(CONFIG_DIR / f"{preset}.yaml")
     assert config.name == preset
     assert config.ppo.n_steps * config.train.n_envs % config.ppo.batch_size == 0
-    assert 0.05 <= config.ppo.ent_coef <= 0.10
+    # Decisions every 24 bars: the hourly-decision entropy floor of the design log does not apply.
+    assert config.env.decision_interval == 24 and 0.0 < config.ppo.ent_coef <= 0.10
 
 
 def test_gpu_full_preset_is_the_design_log_model() -> None:
@@ -53,8 +54,8 @@ def test_gpu_full_preset_is_the_design_log_model() -> None:
 def test_cpu_small_preset_uses_the_small_extractor() -> None:
     config = load_config(CONFIG_DIR / "cpu-small.yaml")
     assert config.extractor == ExtractorConfig.small()
-    assert config.ppo.n_steps * config.train.n_envs == 512
-    assert config.ppo.batch_size == 128
+    assert config.ppo.n_steps * config.train.n_envs == 2048  # decisions per rollout (x 24 bars)
+    assert config.ppo.batch_size == 256
 
 
 def test_unknown_key_is_rejected_by_its_dotted_name(tmp_path: Path) -> None:
@@ -117,9 +118,14 @@ def test_batch_size_must_divide_the_rollout() -> None:
         ExperimentConfig(ppo=PPOConfig(n_steps=128, batch_size=100), train=TrainConfig(n_envs=4))
 
 
-def test_entropy_below_the_log_range_warns() -> None:
-    with pytest.warns(UserWarning, match=r"ent_coef = 0\.01 is below 0\.05"):
-        PPOConfig(ent_coef=0.01)
+def test_entropy_below_the_log_range_warns_with_hourly_decisions_only() -> None:
+    with pytest.warns(UserWarning, match=r"ent_coef = 0\.01 is below 0\.05 with hourly decisions"):
+        ExperimentConfig(ppo=PPOConfig(ent_coef=0.01))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ExperimentConfig(env=EnvConfig(decision_interval=24), ppo=PPOConfig(ent_coef=0.01))
 
 
 def test_env_kwargs_apply_named_overrides_only() -> None:

@@ -66,7 +66,8 @@ class _EnvFactory:
 
 
 def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, fold: int | None = None,
-          tag: str | None = None, ledger: str | Path | None = None) -> dict[str, Any]:
+          tag: str | None = None, ledger: str | Path | None = None,
+          extra_callbacks: list | None = None) -> dict[str, Any]:
     """Run (or resume) training into ``run_dir``; returns the training summary.
 
     Every finished run appends one line to the trials ledger (:mod:`experiments.ledger`):
@@ -120,6 +121,7 @@ def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, fold
 
     callbacks = make_training_callbacks(config, run_dir=run_dir, make_eval_env=make_validation_env)
     callbacks.callbacks.append(TqdmProgressCallback(total_timesteps=config.train.total_timesteps, initial=steps_done))
+    callbacks.callbacks.extend(extra_callbacks or [])  # e.g. the Optuna pruning callback (himari tune)
     remaining = max(config.train.total_timesteps - steps_done, 0)
     started = time.perf_counter()
     model.learn(total_timesteps=remaining, callback=callbacks, reset_num_timesteps=not resume)

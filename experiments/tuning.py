@@ -417,7 +417,11 @@ def open_storage(url: str, *, heartbeat_interval: int | None = DEFAULT_HEARTBEAT
     """
     import optuna
 
+    given = url
     engine_kwargs: dict[str, Any] = {}
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        # The driver the package installs (psycopg 3), whatever SQLAlchemy's default is.
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
     if url.startswith("sqlite"):
         # Several worker processes write the same file: wait for the lock instead of failing.
         engine_kwargs["connect_args"] = {"timeout": 120}
@@ -434,7 +438,7 @@ def open_storage(url: str, *, heartbeat_interval: int | None = DEFAULT_HEARTBEAT
         )
     except Exception as error:  # sqlalchemy/driver errors: the message names the cause
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise RuntimeError(f"cannot open the study storage {_masked(url)}: {reason}") from None
+        raise RuntimeError(f"cannot open the study storage {_masked(given)}: {reason}") from None
 
 
 # --------------------------------------------------------------------------------------------

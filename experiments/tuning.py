@@ -432,10 +432,13 @@ def open_storage(url: str, *, heartbeat_interval: int | None = DEFAULT_HEARTBEAT
         engine_kwargs["connect_args"] = {"connect_timeout": 10}
         engine_kwargs["pool_pre_ping"] = True
     try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-            grace_period=None if heartbeat_interval is None else 2 * heartbeat_interval,
-        )
+        with warnings.catch_warnings():
+            # Heartbeats are marked experimental in Optuna; they are what fails a killed trial.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                grace_period=None if heartbeat_interval is None else 2 * heartbeat_interval,
+            )
     except Exception as error:  # sqlalchemy/driver errors: the message names the cause
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise RuntimeError(f"cannot open the study storage {_masked(given)}: {reason}") from None
@@ -732,6 +735,7 @@ def _plot_history(study: optuna.Study, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     from optuna.trial import TrialState
 
     trials = [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -752,6 +756,7 @@ def _plot_history(study: optuna.Study, path: Path) -> Path:
             best_line.append(best)
     if xs:
         axis.step(xs, best_line, where="post", color="tab:red", label="best so far")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_xlabel("trial number")
     axis.set_ylabel("validation Sharpe (pruned: last report)")
     axis.set_title(f"study {study.study_name}: optimization history")

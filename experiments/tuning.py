@@ -348,11 +348,18 @@ class OptunaPruningCallback(BaseCallback):
     Each new record gives ``trial.report(record["value"], record["num_timesteps"])``
     (non-finite values are not reported); when ``trial.should_prune()`` is true, ``on_step``
     returns False (SB3 then ends ``learn``) and :attr:`pruned_at` holds the timestep.
+
+    ``total_timesteps`` and ``eval_freq`` (the run's), when given, exempt the last pass
+    (no further pass would come before the end): stopping then saves nothing, and the trial
+    keeps its objective value as COMPLETE.
     """
 
-    def __init__(self, trial: optuna.trial.BaseTrial, verbose: int = 0) -> None:
+    def __init__(self, trial: optuna.trial.BaseTrial, *, total_timesteps: int | None = None,
+                 eval_freq: int | None = None, verbose: int = 0) -> None:
         super().__init__(verbose)
         self.trial = trial
+        self.last_prunable_step = (None if total_timesteps is None or eval_freq is None
+                                   else total_timesteps - eval_freq)
         self.pruned_at: int | None = None
         self.reports: list[tuple[int, float]] = []
         self._history: list[dict[str, Any]] | None = None
@@ -383,7 +390,8 @@ class OptunaPruningCallback(BaseCallback):
                 continue
             self.trial.report(value, step)
             self.reports.append((step, value))
-            if self.trial.should_prune():
+            final = self.last_prunable_step is not None and step > self.last_prunable_step
+            if not final and self.trial.should_prune():
                 self.pruned_at = step
                 if self.verbose > 0:
                     print(f"trial {self.trial.number}: pruned at {step:,} timesteps (validation sharpe {value:.4f})")
@@ -550,7 +558,8 @@ def _objective(settings: TuneSettings, base: ExperimentConfig, space: SearchSpac
             f"# study {settings.study}, trial {trial.number}: re-run with\n"
             f"#   himari train --config {trial_dir / 'trial.yaml'} --run-dir <new folder>\n"
             + yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
-        pruning = OptunaPruningCallback(trial, verbose=config.train.verbose)
+        pruning = OptunaPruningCallback(trial, total_timesteps=config.train.total_timesteps,
+                                        eval_freq=config.train.eval_freq, verbose=config.train.verbose)
         summary = train(config, run_dir=trial_dir, tag=f"tune:{settings.study}", ledger=settings.ledger,
                         extra_callbacks=[pruning])
         best = summary["best_validation"]

@@ -177,6 +177,27 @@ def test_a_trial_far_below_the_median_is_pruned_early_and_still_counted(tmp_path
     assert line["tag"] == "tune:prune" and line["seed"] == tuning.trial_seed("prune", trial.number)
 
 
+@pytest.mark.slow
+def test_the_last_validation_pass_never_prunes(tmp_path: Path, tiny: tuple[Path, Path]) -> None:
+    config, _ = tiny
+    # One validation pass, at the end: stopping there would save nothing, so the trial stays
+    # COMPLETE with its value even though it is far below the median.
+    space = write_yaml(tmp_path / "one-pass.yaml", {**TINY_SPACE, "fixed": {"train.eval_freq": 512}})
+    settings = tuning.TuneSettings(config=str(config), space=str(space), study="last",
+                                   storage=tuning.default_storage(tmp_path), run_dir=str(tmp_path / "study"),
+                                   trials=2)
+    study = tuning.open_study(settings, create=True)
+    study.add_trial(optuna.trial.create_trial(
+        params={"ppo.learning_rate": 3.0e-4, "ppo.ent_coef": 0.1},
+        distributions={"ppo.learning_rate": optuna.distributions.FloatDistribution(1.0e-4, 1.0e-3, log=True),
+                       "ppo.ent_coef": optuna.distributions.FloatDistribution(0.05, 0.15)},
+        value=50.0, intermediate_values={512: 50.0}))
+    tuning.run_worker(settings)
+    trial = study.get_trials()[-1]
+    assert trial.state == optuna.trial.TrialState.COMPLETE and list(trial.intermediate_values) == [512]
+    assert trial.value is not None and trial.value < 50.0
+
+
 def tuning_ledger() -> Path:
     from experiments.ledger import ledger_path
 

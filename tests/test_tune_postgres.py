@@ -115,14 +115,16 @@ def test_two_workers_on_postgres_survive_a_killed_worker(tmp_path: Path, postgre
         deadline = time.monotonic() + 120
         killed_number = None
         while killed_number is None and time.monotonic() < deadline:
-            time.sleep(0.5)
+            time.sleep(0.2)
             try:
                 study = optuna.load_study(study_name="shared", storage=storage)
             except KeyError:
                 continue  # not created yet
             for trial in study.get_trials(deepcopy=False):
-                if trial.state == optuna.trial.TrialState.RUNNING and trial.user_attrs.get("pid") == victim.pid:
-                    time.sleep(1.0)  # mid-trial: past set-up, into training
+                if (trial.state == optuna.trial.TrialState.RUNNING and trial.user_attrs.get("pid") == victim.pid
+                        and (Path(trial.user_attrs["run_dir"]) / "config.json").is_file()):
+                    # Mid-trial: training has started (train() writes config.json first); the
+                    # pipeline, 512 steps and two validation passes still lie ahead.
                     os.killpg(victim.pid, signal.SIGKILL)
                     killed_number = trial.number
                     break

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from himari_env.constants import BARS_PER_YEAR, CRISIS, HIGH_VOL
 from himari_env.metrics import performance_summary
@@ -308,10 +309,43 @@ def best_baseline(summaries: dict[str, dict[str, dict[str, Any]]], *, metric: st
     return name, variant
 
 
+def baseline_table(data: Any, *, split: str = "val", seed: int = 0, fee_rate: float = 0.001,
+                   max_leverage: float = 1.0) -> dict[str, Any]:
+    """Every baseline on ``split`` of ``data`` (``"synthetic"``, ``"planted"``, a path or a
+    frame), raw and through the RSS layer calibrated on its train split; JSON-ready."""
+    from experiments.scoreboard import flat_baseline_summaries
+    from himari_env.pipeline import prepare_market
+    from himari_env.risk import calibrate_risk
+    from wrappers.stack import load_frame
+
+    frame = load_frame(data, seed=seed)
+    prepared = prepare_market(frame)
+    market = prepared.market
+    train = market.splits["train"]
+    risk_config = calibrate_risk(market.returns[train], gap_before=market.gap_before[train])
+    planted = None
+    if isinstance(data, str) and data == "planted":
+        from himari_env.data.planted import synthesize_planted_market
+
+        planted = synthesize_planted_market(len(frame), seed)
+    regimes = prepared.regime_ids["rules"]
+    baselines = build_baselines(prepared, regime_ids=regimes, risk_config=risk_config, fee_rate=fee_rate,
+                                max_leverage=max_leverage, seed=seed, planted=planted)
+    window = market.splits[split]
+    stop = min(window.stop, market.close.size - 1)
+    passes = run_baselines(baselines, prepared, start=window.start, stop=stop, regime_ids=regimes,
+                           risk_config=risk_config, fee_rate=fee_rate, max_leverage=max_leverage)
+    return {"data": str(data), "split": split,
+            "period": [str(pd.Timestamp(market.timestamps[window.start])), str(pd.Timestamp(market.timestamps[stop]))],
+            "baselines": flat_baseline_summaries(passes),
+            "notes": {k: v for k, v in baselines.notes.items() if k != "supervised_fit"}}
+
+
 __all__ = [
     "BARS_PER_YEAR",
     "BaselinePass",
     "BaselineSet",
+    "baseline_table",
     "best_baseline",
     "build_baselines",
     "ma_cross_directions",

@@ -107,12 +107,14 @@ def format_action_distribution(table: dict[str, dict[str, float]]) -> str:
 
 def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None = None,
                  model_name: str = "best/best_model.zip", write: bool = True,
-                 frame: Any = None) -> dict[str, Any]:
+                 frame: Any = None, record_test_look: bool = True) -> dict[str, Any]:
     """Evaluate the run in ``run_dir``; see the module docstring. Returns the report dict.
 
     ``frame`` (a canonical OHLCV frame) gives the run's training bars when they were not
     loaded from ``config.env.data`` (``train(..., frame=...)``, e.g. a walk-forward fold);
-    it must be the frame the run bundle was fitted on.
+    it must be the frame the run bundle was fitted on. ``record_test_look``: append a
+    ``test_look`` line to the trials ledger for each pass over test or unseen data (default;
+    the walk-forward's fold windows are recorded with their training lines instead).
     """
     from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -222,8 +224,12 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
             "regime_shares": {REGIME_NAMES[i]: float(np.mean(agent.regimes == i)) for i in range(len(REGIME_NAMES))},
         }
         report["splits"][label] = section
+        # Curves are hourly (one value per bar); with a decision interval the agent's actions
+        # are per decision (``decision_bars``).
+        hourly_bars = np.arange(start, start + steps)
         curves[label] = {"agent_equity": agent.equity, "agent_positions": agent.positions,
-                         "bar_indices": agent.bar_indices, "regimes": agent.regimes, "actions": agent.actions}
+                         "bar_indices": hourly_bars, "regimes": np.asarray(regime_ids)[hourly_bars],
+                         "actions": agent.actions, "decision_bars": agent.bar_indices}
         for name, record in passes_for_curves(baselines, prepared, start=start, steps=steps, regime_ids=regime_ids,
                                               risk_config=risk_config, fee_rate=config.env.fee_rate,
                                               max_leverage=config.env.max_leverage, names=CURVE_BASELINES).items():
@@ -234,10 +240,10 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
         curves[label]["momentum_positions"] = curves[label]["momentum_24_ls_positions"]
         if "supervised_hgb" in baselines.notes:
             report["supervised_hgb"] = baselines.notes["supervised_hgb"]
-        if label in ("test", "unseen") and write:
-            from experiments.ledger import record_test_look
+        if label in ("test", "unseen") and write and record_test_look:
+            from experiments.ledger import record_test_look as append_test_look
 
-            record_test_look(ledger_file, run_dir=run_dir, config=config.to_dict(), split=label,
+            append_test_look(ledger_file, run_dir=run_dir, config=config.to_dict(), split=label,
                              sharpe=section["agent"]["sharpe"])
     report["ledger"] = {"path": str(ledger_file), "trials": len(trial_sharpes)}
     report["hold_table"] = hold_table(report)

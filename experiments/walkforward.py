@@ -83,7 +83,7 @@ def walkforward_folds(index: pd.DatetimeIndex, n_folds: int, *, end: str | pd.Ti
 def _fold_config(config: Any, data_path: Path, fold: Fold, *, seed: int, timesteps: int | None) -> Any:
     env = dataclasses.replace(config.env, data=str(data_path),
                               split_fractions=fold.split_fractions(warmup_bars=720))
-    train = dataclasses.replace(config.train, seed=seed,
+    train = dataclasses.replace(config.train, seed=seed, verbose=0,
                                 total_timesteps=timesteps if timesteps is not None else config.train.total_timesteps)
     return dataclasses.replace(config, env=env, train=train)
 
@@ -115,7 +115,7 @@ def run_walkforward(config: Any, *, data: str | None, n_folds: int, seeds: list[
             seed_dir = fold_dir / f"seed{seed}"
             fold_config = _fold_config(config, data_path, fold, seed=seed, timesteps=timesteps)
             summary = train(fold_config, run_dir=seed_dir, fold=fold.index, tag="walkforward", ledger=ledger)
-            report = evaluate_run(seed_dir, split="all")
+            report = evaluate_run(seed_dir, split="all", record_test_look=False)
             fold_record["seeds"][str(seed)] = {
                 "best_validation": summary["best_validation"] and {
                     key: summary["best_validation"].get(key) for key in ("num_timesteps", "value", "hold_share")},

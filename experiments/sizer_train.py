@@ -54,6 +54,7 @@ def train_sizer(config: ExperimentConfig, *, run_dir: Path, resume: bool = False
     arguments mean what they mean for :func:`experiments.train.train`)."""
     import torch
 
+    from agents.callbacks import latest_checkpoint
     from agents.ppo import count_parameters, make_vec_env_from_config
     from agents.recurrent import build_recurrent_ppo, load_recurrent_ppo
     from agents.sizer_callbacks import make_sizer_callbacks
@@ -66,8 +67,6 @@ def train_sizer(config: ExperimentConfig, *, run_dir: Path, resume: bool = False
     from wrappers.rewards import RewardConfig
     from wrappers.sizer import make_himari_sizer_env
     from wrappers.stack import load_frame
-
-    from agents.callbacks import latest_checkpoint
 
     sizer = config.sizer
     if sizer is None or config.algo != "recurrent_ppo":
@@ -135,7 +134,7 @@ def train_sizer(config: ExperimentConfig, *, run_dir: Path, resume: bool = False
         "timesteps_this_session": int(model.num_timesteps) - steps_done,
         "wall_seconds": wall_seconds,
         "fps": (int(model.num_timesteps) - steps_done) / max(wall_seconds, 1e-9),
-        "parameters": count_parameters(model),
+        "parameters": count_parameters(model),  # type: ignore[arg-type]  # any SB3 policy
         "device": str(model.device),
         "torch_threads": torch.get_num_threads(),
         "best_validation": json.loads(best_metric_path.read_text()) if best_metric_path.is_file() else None,

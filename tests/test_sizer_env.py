@@ -237,3 +237,54 @@ def test_decision_interval_wraps_the_sizer(prepared):
     env.reset(seed=0)
     _, _, _, _, info = env.step(np.array([0.5], dtype=np.float32))
     assert info["decision_bars"] == 4
+
+
+@pytest.fixture(scope="module")
+def l2_run(tmp_path_factory):
+    """A tiny trained HimariBTC-v0 run (the L2 direction source)."""
+    import dataclasses
+
+    from agents.config import load_config
+    from experiments.train import train
+    from tests.conftest import REPO_ROOT
+
+    folder = tmp_path_factory.mktemp("l2-source")
+    data_path = folder / "market.parquet"
+    synthesize_market(n_bars=3000, seed=11).frame.to_parquet(data_path)
+    config = load_config(REPO_ROOT / "experiments" / "configs" / "cpu-small.yaml")
+    config = dataclasses.replace(
+        config, env=dataclasses.replace(config.env, data=str(data_path), episode_length=128),
+        ppo=dataclasses.replace(config.ppo, n_steps=64, batch_size=64, n_epochs=2),
+        train=dataclasses.replace(config.train, total_timesteps=256, n_envs=1, eval_freq=0, checkpoint_freq=0,
+                                  verbose=0))
+    train(config, run_dir=folder / "run")
+    return data_path, folder / "run"
+
+
+def test_an_l2_run_source_with_delta_zero_replays_the_l2_agents_own_pass(l2_run):
+    """With delta = 0 the sizer holds exactly the L2 stack's positions, so the L2 policy sees the
+    observation it would see in its own env: the two passes agree bar for bar."""
+    import json
+
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from agents.config import ExperimentConfig
+    from agents.ppo import load_ppo
+    from experiments.evaluate import run_pass
+    from himari_env.artifacts import RunArtifacts
+
+    data_path, run_dir = l2_run
+    bundle = RunArtifacts.load(run_dir)
+    l2_env = make_himari_env(str(data_path), split="val", context=32, episode_length=None, artifacts=bundle)
+    config = ExperimentConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    model = load_ppo(run_dir / "final_model.zip", DummyVecEnv([lambda: l2_env]), config)
+    l2_pass = run_pass(l2_env, lambda observation, bar: int(model.predict(observation, deterministic=True)[0]))
+    sizer_env = make_himari_sizer_env(str(data_path), direction_source="l2_run", l2_run=run_dir, split="val",
+                                      context=1, episode_length=None)
+    sizer_pass = run_sizer_pass(ZeroDelta(), sizer_env)
+    np.testing.assert_array_equal(sizer_pass.bar_indices, l2_pass.bar_indices)
+    np.testing.assert_array_equal(np.array([(0, 1, 2)[(0, 1, -1).index(d)] for d in sizer_pass.directions]),
+                                  l2_pass.actions)
+    np.testing.assert_array_equal(sizer_pass.positions, l2_pass.positions)
+    np.testing.assert_array_equal(sizer_pass.equity, l2_pass.equity)
+    assert np.count_nonzero(l2_pass.actions) > 0  # the L2 policy trades: the positions compared are sized

@@ -8,8 +8,10 @@ validation pass (the recurrent policy carries its LSTM state through the pass):
   and the share of in-market steps whose delta sits at a bound, overall and per regime
   (``sizer/...``, ``regime/<NAME>/mean_position`` ...), and the mean of each reward term;
 * :class:`DeltaCollapseDetector`: warns (:class:`~agents.callbacks.PolicyCollapseWarning`)
-  when, for ``patience`` consecutive rollouts, more than ``share_high`` of the in-market
-  steps have their delta pinned at +bound or at -bound (``|a| >= pinned_at``);
+  when, for ``patience`` consecutive checks, more than ``share_high`` of the in-market
+  steps have their delta pinned at +bound or at -bound (``|a| >= pinned_at``); a check is
+  a rollout's sampled actions (``train.collapse_source: rollout``) or a validation pass's
+  deterministic actions (``eval``: the policy's mean, which exploration noise does not hide);
 * :class:`SizerValidationCallback`: the L2 :class:`~agents.callbacks.ValidationCallback`
   (best model by the validation metric, ``evaluations.json``, the bundle's validation
   state for resume) with a recurrent deterministic pass; a pinned pass is not eligible.
@@ -207,8 +209,11 @@ class DeltaCollapseDetector(BaseCallback):
     registers one check (the pinned shares at the upper and the lower bound)."""
 
     def __init__(self, *, pinned_at: float = 0.95, share_high: float = 0.99, patience: int = 3,
-                 stop_on_collapse: bool = False, verbose: int = 0) -> None:
+                 stop_on_collapse: bool = False, source: str = "rollout", verbose: int = 0) -> None:
         super().__init__(verbose)
+        if source not in ("rollout", "eval"):
+            raise ValueError(f"source must be 'rollout' or 'eval', got {source!r}")
+        self.source = source
         if not 0.0 < pinned_at <= 1.0:
             raise ValueError(f"pinned_at must be in (0, 1], got {pinned_at}")
         if not 0.0 < share_high <= 1.0:
@@ -242,7 +247,7 @@ class DeltaCollapseDetector(BaseCallback):
         if self.streak == self.patience:
             side = "+" if pinned_high >= pinned_low else "-"
             warnings.warn(
-                f"sizer collapse for {self.patience} consecutive rollouts: the delta sits at the {side}bound on "
+                f"sizer collapse for {self.patience} consecutive {self.source} checks: the delta sits at the {side}bound on "
                 f"{max(pinned_high, pinned_low):.1%} of in-market steps (the policy ignores its inputs); lower "
                 "ppo.learning_rate or raise ppo.ent_coef (0.05-0.10), check the reward preset"
                 + ("; stopping training (stop_on_collapse)" if self.stop_on_collapse else ""),
@@ -255,13 +260,14 @@ class DeltaCollapseDetector(BaseCallback):
         self._actions = []
 
     def _on_step(self) -> bool:
-        for info in self.locals["infos"]:
-            if int(info.get("direction", 0)) != 0:
-                self._actions.append(float(info["sizer_action"]))
+        if self.source == "rollout":
+            for info in self.locals["infos"]:
+                if int(info.get("direction", 0)) != 0:
+                    self._actions.append(float(info["sizer_action"]))
         return not self.stop_requested
 
     def _on_rollout_end(self) -> None:
-        if self._actions:
+        if self.source == "rollout" and self._actions:
             actions = np.asarray(self._actions)
             self.observe(float(np.mean(actions >= self.pinned_at)), float(np.mean(actions <= -self.pinned_at)))
 
@@ -273,11 +279,17 @@ class SizerValidationCallback(ValidationCallback):
     ``pinned_share_high`` of its in-market steps is not eligible as the best model."""
 
     def __init__(self, make_eval_env: Callable[[], gym.Env], *, pinned_at: float = 0.95,
-                 pinned_share_high: float = 0.99, **kwargs: Any) -> None:
+                 pinned_share_high: float = 0.99, delta_detector: DeltaCollapseDetector | None = None,
+                 **kwargs: Any) -> None:
         kwargs.setdefault("eligible_hold_range", None)
         super().__init__(make_eval_env, **kwargs)
         self.pinned_at = pinned_at
         self.pinned_share_high = pinned_share_high
+        self.delta_detector = delta_detector
+
+    def _on_step(self) -> bool:
+        keep_going = super()._on_step()
+        return keep_going and not (self.delta_detector is not None and self.delta_detector.stop_requested)
 
     def evaluate(self) -> dict[str, Any]:
         from agents.recurrent import RecurrentRunner
@@ -294,8 +306,11 @@ class SizerValidationCallback(ValidationCallback):
         first = passes[0]
         table = regime_position_table(first.decision_positions, first.deltas, first.regimes, first.directions)
         in_market = first.directions != 0
-        pinned = float(max(np.mean(first.actions[in_market] >= self.pinned_at),
-                           np.mean(first.actions[in_market] <= -self.pinned_at))) if in_market.any() else 0.0
+        pinned_high = float(np.mean(first.actions[in_market] >= self.pinned_at)) if in_market.any() else 0.0
+        pinned_low = float(np.mean(first.actions[in_market] <= -self.pinned_at)) if in_market.any() else 0.0
+        pinned = max(pinned_high, pinned_low)
+        if self.delta_detector is not None:
+            self.delta_detector.observe(pinned_high, pinned_low)
         for key, value in means.items():
             self.logger.record(f"eval/{key}", value)
         for name, row in table.items():
@@ -334,16 +349,16 @@ def make_sizer_callbacks(config: ExperimentConfig, *, run_dir: str | Path,
     if sizer is None:
         raise ValueError("the config has no sizer section (algo must be 'recurrent_ppo')")
     run_dir = Path(run_dir)
-    callbacks: list[BaseCallback] = [
-        SizerStatsCallback(pinned_at=sizer.delta_collapse_share),
-        DeltaCollapseDetector(pinned_at=sizer.delta_collapse_share, share_high=train.collapse_hold_high,
-                              patience=train.collapse_patience, stop_on_collapse=train.stop_on_collapse),
-    ]
+    detector = DeltaCollapseDetector(pinned_at=sizer.delta_collapse_share, share_high=train.collapse_hold_high,
+                                     patience=train.collapse_patience, stop_on_collapse=train.stop_on_collapse,
+                                     source=train.collapse_source)
+    callbacks: list[BaseCallback] = [SizerStatsCallback(pinned_at=sizer.delta_collapse_share), detector]
     if train.eval_freq > 0:
         if make_eval_env is None:
             raise ValueError("train.eval_freq > 0 needs make_eval_env (or set train.eval_freq: 0)")
         callbacks.append(SizerValidationCallback(
             make_eval_env, pinned_at=sizer.delta_collapse_share, pinned_share_high=train.collapse_hold_high,
+            delta_detector=detector if train.collapse_source == "eval" else None,
             eval_freq=train.eval_freq, best_model_dir=run_dir / "best", metric=train.validation_metric,
             n_episodes=train.eval_episodes, seed=train.seed, state=validation_state,
             state_path=RunArtifacts.validation_path(run_dir), verbose=train.verbose))

@@ -218,3 +218,19 @@ def test_resume_continues_from_the_latest_checkpoint(run_dir):
     evaluations = json.loads((run_dir / "best" / "evaluations.json").read_text())
     assert [record["num_timesteps"] for record in evaluations] == sorted(r["num_timesteps"] for r in evaluations)
     assert len(evaluations) >= 3  # the earlier evaluations are kept
+
+
+def test_with_eval_source_the_validation_pass_feeds_the_delta_detector(tmp_path):
+    data_path = tmp_path / "market.parquet"
+    synthesize_market(n_bars=3000, seed=11).frame.to_parquet(data_path)
+    config = load_config(CONFIGS / "sizer-cpu-small.yaml")
+    config = dataclasses.replace(
+        config, env=dataclasses.replace(config.env, data=str(data_path), episode_length=128),
+        sizer=dataclasses.replace(config.sizer, delta_collapse_share=1e-9),  # every in-market step "at a bound"
+        ppo=dataclasses.replace(config.ppo, n_steps=64, batch_size=64, n_epochs=1),
+        train=dataclasses.replace(config.train, total_timesteps=256, eval_freq=64, checkpoint_freq=0, verbose=0,
+                                  collapse_source="eval", collapse_hold_high=0.4, collapse_patience=1,
+                                  stop_on_collapse=True))
+    with pytest.warns(PolicyCollapseWarning, match="eval checks"):
+        summary = train(config, run_dir=tmp_path / "run")
+    assert summary["timesteps"] < 256  # stopped at the first collapsed validation pass

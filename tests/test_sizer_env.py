@@ -288,3 +288,30 @@ def test_an_l2_run_source_with_delta_zero_replays_the_l2_agents_own_pass(l2_run)
     np.testing.assert_array_equal(sizer_pass.positions, l2_pass.positions)
     np.testing.assert_array_equal(sizer_pass.equity, l2_pass.equity)
     assert np.count_nonzero(l2_pass.actions) > 0  # the L2 policy trades: the positions compared are sized
+
+
+def test_a_sizer_run_on_an_l2_run_trains_on_its_bundle_and_refuses_another(l2_run, tmp_path):
+    import dataclasses
+
+    from agents.config import load_config
+    from experiments.train import train
+    from himari_env.artifacts import RunArtifacts
+    from tests.conftest import REPO_ROOT
+
+    data_path, run_dir = l2_run
+    config = load_config(REPO_ROOT / "experiments" / "configs" / "sizer-cpu-small.yaml")
+    config = dataclasses.replace(
+        config, env=dataclasses.replace(config.env, data=str(data_path), episode_length=64),
+        sizer=dataclasses.replace(config.sizer, direction_source="l2_run", l2_run=str(run_dir)),
+        ppo=dataclasses.replace(config.ppo, n_steps=32, batch_size=32, n_epochs=1),
+        train=dataclasses.replace(config.train, total_timesteps=64, eval_freq=0, checkpoint_freq=0, verbose=0))
+    summary = train(config, run_dir=tmp_path / "sizer")
+    assert summary["timesteps"] == 64
+    assert RunArtifacts.load(tmp_path / "sizer").fingerprint() == RunArtifacts.load(run_dir).fingerprint()
+    other = tmp_path / "other-bundle"
+    from himari_env.artifacts import build_run_artifacts
+
+    bundle, _ = build_run_artifacts(synthesize_market(n_bars=3000, seed=12).frame, cache=False)
+    bundle.save(other)
+    with pytest.raises(ValueError, match="not the run bundle of the L2 run"):
+        make_himari_sizer_env(str(data_path), direction_source="l2_run", l2_run=run_dir, artifacts=other)

@@ -369,6 +369,18 @@ class BoundedDeltaSizer(gym.Wrapper):
 
 
 # ---------------------------------------------------------------------------- factory
+def _require_same_bundle(artifacts: Any, l2_run: str | Path) -> None:
+    """The L2 policy must see the features it was trained on: the env's bundle must be the
+    L2 run's (same fingerprint)."""
+    from himari_env.artifacts import RunArtifacts
+
+    given = artifacts if isinstance(artifacts, RunArtifacts) else RunArtifacts.load(artifacts)
+    expected = RunArtifacts.load(l2_run)
+    if given.fingerprint() != expected.fingerprint():
+        raise ValueError(f"artifacts= is not the run bundle of the L2 run {l2_run} (fingerprint "
+                         f"{given.fingerprint()} != {expected.fingerprint()}): the L2 policy needs its own features")
+
+
 def make_himari_sizer_env(
     data: Any = "synthetic",
     *,
@@ -404,6 +416,7 @@ def make_himari_sizer_env(
         if l2_run is None:
             raise ValueError("direction_source='l2_run' needs l2_run=RUN_DIR (a trained HimariBTC-v0 run)")
         stack_kwargs.setdefault("artifacts", l2_run)
+        _require_same_bundle(stack_kwargs["artifacts"], l2_run)
     elif direction_source not in DIRECTION_RULES:
         raise ValueError(f"direction_source must be one of {[*DIRECTION_RULES, 'l2_run']}, got {direction_source!r}")
     rss = make_himari_env(data, risk=True, risk_config=risk_config, decision_interval=1, **stack_kwargs)

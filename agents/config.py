@@ -19,6 +19,10 @@ YAML layout::
                 eval_split, validation_metric, checkpoint_freq, collapse_hold_low,
                 collapse_hold_high, collapse_patience, stop_on_collapse, collapse_source,
                 run_name, runs_dir, verbose, torch_threads}
+    algo:      ppo | recurrent_ppo
+    sizer:     {direction_source, l2_run, delta_bound, momentum_lookback, lstm_hidden_size,
+                n_lstm_layers, shared_lstm, enable_critic_lstm, delta_collapse_share}
+                (only with recurrent_ppo)
 
 Note: YAML 1.1 reads ``3e-4`` as a string; write floats with a dot (``3.0e-4``).
 """
@@ -48,6 +52,7 @@ __all__ = [
     "ExperimentConfig",
     "ExtractorConfig",
     "PPOConfig",
+    "SizerConfig",
     "TrainConfig",
     "load_config",
 ]
@@ -361,17 +366,63 @@ class TrainConfig:
         )
 
 
+ALGOS: tuple[str, ...] = ("ppo", "recurrent_ppo")
+DIRECTION_SOURCES: tuple[str, ...] = ("always_long", "momentum", "regime_gated", "l2_run")
+
+
+@dataclass(frozen=True)
+class SizerConfig:
+    """The L3 sizer (``HimariBTCSizer-v0``, :mod:`wrappers.sizer`) and its LSTM policy
+    (sb3-contrib ``RecurrentPPO``, ``MultiInputLstmPolicy``); used when ``algo`` is
+    ``recurrent_ppo``. The actor/critic heads are ``ppo.net_arch_pi`` / ``ppo.net_arch_vf``."""
+
+    direction_source: str = "regime_gated"
+    l2_run: str | None = None
+    delta_bound: float = 0.30
+    momentum_lookback: int = 24
+    lstm_hidden_size: int = 256
+    n_lstm_layers: int = 2
+    shared_lstm: bool = True
+    enable_critic_lstm: bool = False
+    delta_collapse_share: float = 0.95
+
+    def __post_init__(self) -> None:
+        _one_of(self.direction_source, DIRECTION_SOURCES, "sizer.direction_source")
+        _require((self.direction_source == "l2_run") == (self.l2_run is not None), "sizer.l2_run",
+                 "a run folder is needed exactly when direction_source is 'l2_run'")
+        _require(0.0 <= self.delta_bound < 1.0, "sizer.delta_bound", f"must be in [0, 1), got {self.delta_bound}")
+        _require(self.momentum_lookback >= 1, "sizer.momentum_lookback", f"must be >= 1, got {self.momentum_lookback}")
+        _require(self.lstm_hidden_size >= 1, "sizer.lstm_hidden_size", f"must be >= 1, got {self.lstm_hidden_size}")
+        _require(self.n_lstm_layers >= 1, "sizer.n_lstm_layers", f"must be >= 1, got {self.n_lstm_layers}")
+        _require(not (self.shared_lstm and self.enable_critic_lstm), "sizer.enable_critic_lstm",
+                 "must be false when shared_lstm is true (one LSTM for actor and critic)")
+        _require(0.0 < self.delta_collapse_share <= 1.0, "sizer.delta_collapse_share",
+                 f"must be in (0, 1], got {self.delta_collapse_share}")
+
+    def env_kwargs(self) -> dict[str, Any]:
+        """The sizer keywords of :func:`wrappers.sizer.make_himari_sizer_env`."""
+        return {"direction_source": self.direction_source, "l2_run": self.l2_run,
+                "delta_bound": self.delta_bound, "momentum_lookback": self.momentum_lookback}
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """One training run: ``name`` plus the four sections."""
+    """One training run: ``name`` plus the four sections; ``algo`` ``ppo`` (the L2
+    ``HimariBTC-v0`` transformer agent) or ``recurrent_ppo`` (the L3 sizer
+    ``HimariBTCSizer-v0`` with an LSTM policy, configured by ``sizer``)."""
 
     name: str = "experiment"
     env: EnvConfig = field(default_factory=EnvConfig)
     extractor: ExtractorConfig = field(default_factory=ExtractorConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    algo: str = "ppo"
+    sizer: SizerConfig | None = None
 
     def __post_init__(self) -> None:
+        _one_of(self.algo, ALGOS, "algo")
+        _require((self.algo == "recurrent_ppo") == (self.sizer is not None), "sizer",
+                 "a sizer section is needed exactly when algo is 'recurrent_ppo'")
         _require(
             bool(self.name) and "/" not in self.name,
             "name",

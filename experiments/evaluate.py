@@ -131,6 +131,10 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
                                 "himari train --run-dir DIR")
     config = ExperimentConfig.from_dict(json.loads((run_dir / "config.json").read_text()),
                                         source=str(run_dir / "config.json"))
+    if config.algo == "recurrent_ppo":  # the L3 sizer: L3 against delta = 0 (experiments/sizer_eval.py)
+        from experiments.sizer_eval import evaluate_sizer_run
+
+        return evaluate_sizer_run(run_dir, split=split, data=data, model_name=model_name, write=write)
     bundle = RunArtifacts.load(run_dir)
     model_path = run_dir / model_name
     if not model_path.is_file():
@@ -442,6 +446,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         from experiments.commands._output import to_json
 
         print(to_json(report))
+    elif report.get("algo") == "recurrent_ppo":
+        from experiments.sizer_eval import format_sizer_markdown
+
+        print(format_sizer_markdown(report))
     else:
         print(format_console(report, args.run_dir))
     return 0

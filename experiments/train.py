@@ -148,6 +148,13 @@ def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, over
         instead of loading ``config.env.data``; the run bundle records its data hash. On
         resume, the same bars must be given again.
     """
+    if config.algo == "recurrent_ppo":  # the L3 sizer (HimariBTCSizer-v0 + RecurrentPPO)
+        from experiments.sizer_train import train_sizer
+
+        if frame is not None:
+            raise ValueError("train(frame=...) is not supported for the sizer (algo 'recurrent_ppo')")
+        return train_sizer(config, run_dir=Path(run_dir), resume=resume, overwrite=overwrite, fold=fold, tag=tag,
+                           ledger=ledger, extra_callbacks=extra_callbacks)
     import torch
 
     from agents.callbacks import latest_checkpoint, make_training_callbacks

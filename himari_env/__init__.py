@@ -17,8 +17,12 @@ from gymnasium.envs.registration import register, registry
 __version__ = "0.1.0"
 
 ENV_ID = "HimariBTC-v0"
+#: The L3 bounded-delta position sizer on an L2 direction (wrappers/sizer.py).
+SIZER_ENV_ID = "HimariBTCSizer-v0"
 
 if ENV_ID not in registry:
     register(id=ENV_ID, entry_point="wrappers.stack:make_himari_env")
+if SIZER_ENV_ID not in registry:
+    register(id=SIZER_ENV_ID, entry_point="wrappers.sizer:make_himari_sizer_env")
 
-__all__ = ["ENV_ID", "__version__"]
+__all__ = ["ENV_ID", "SIZER_ENV_ID", "__version__"]

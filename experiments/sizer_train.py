@@ -1,0 +1,150 @@
+"""Train the L3 sizer (``HimariBTCSizer-v0`` + sb3-contrib ``RecurrentPPO``).
+
+Called by :func:`experiments.train.train` when the config's ``algo`` is ``recurrent_ppo``
+(``himari train --config experiments/configs/sizer-cpu-small.yaml``). The run folder has the
+L2 layout (``config.json``, ``artifacts/``, ``tb/``, ``checkpoints/``, ``best/``,
+``final_model.zip``, ``training_summary.json``) and one trials-ledger line is appended.
+
+With ``sizer.direction_source: l2_run`` the run bundle is the L2 run's (copied into
+``artifacts/``), so the sizer sees the features and the risk config the L2 policy was
+trained with; otherwise a bundle is fitted on the training data's train split, as for L2.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from agents.config import ExperimentConfig
+
+
+class SizerEnvFactory:
+    """Picklable env thunk factory for ``HimariBTCSizer-v0`` (see ``experiments.train._EnvFactory``)."""
+
+    def __init__(self, env_kwargs: dict[str, Any], data: Any, artifacts_dir: str) -> None:
+        self.env_kwargs = env_kwargs
+        self.data = data
+        self.artifacts_dir = artifacts_dir
+
+    def __call__(self, rank: int):
+        def thunk():
+            import himari_env  # noqa: F401
+            from wrappers.sizer import make_himari_sizer_env
+
+            return make_himari_sizer_env(self.data, **self.env_kwargs, artifacts=self.artifacts_dir)
+
+        return thunk
+
+
+def sizer_env_kwargs(config: ExperimentConfig, **overrides: Any) -> dict[str, Any]:
+    """Keywords of :func:`wrappers.sizer.make_himari_sizer_env` from the config (no ``data``)."""
+    assert config.sizer is not None
+    kwargs = config.env.env_kwargs(**overrides)
+    kwargs.pop("data")
+    kwargs.pop("risk")
+    return {**kwargs, **config.sizer.env_kwargs()}
+
+
+def train_sizer(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, overwrite: bool = False,
+                fold: int | None = None, tag: str | None = None, ledger: str | Path | None = None,
+                extra_callbacks: list | None = None) -> dict[str, Any]:
+    """Run (or resume) sizer training into ``run_dir``; returns the training summary (the
+    arguments mean what they mean for :func:`experiments.train.train`)."""
+    import torch
+
+    from agents.callbacks import latest_checkpoint
+    from agents.ppo import count_parameters, make_vec_env_from_config
+    from agents.recurrent import build_recurrent_ppo, load_recurrent_ppo
+    from agents.sizer_callbacks import make_sizer_callbacks
+    from experiments.ledger import ledger_path, record_training
+    from experiments.progress import TqdmProgressCallback
+    from experiments.train import _claim_run_dir, _three
+    from himari_env.artifacts import ARTIFACTS_DIRNAME, RunArtifacts, build_run_artifacts
+    from himari_env.pipeline import PipelineConfig, prepare_market
+    from himari_env.provenance import frame_digest
+    from wrappers.rewards import RewardConfig
+    from wrappers.sizer import make_himari_sizer_env
+    from wrappers.stack import load_frame
+
+    sizer = config.sizer
+    if sizer is None or config.algo != "recurrent_ppo":
+        raise ValueError("train_sizer needs algo 'recurrent_ppo' and a sizer section")
+    if not config.env.risk:
+        raise ValueError("the sizer always sizes through the RSS layer: env.risk must be true")
+    run_dir = Path(run_dir)
+    _claim_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    artifacts_dir = run_dir / ARTIFACTS_DIRNAME
+    frame = load_frame(config.env.data, seed=config.env.market_seed)
+    if resume or sizer.l2_run is not None:
+        bundle = RunArtifacts.load(artifacts_dir if resume else Path(sizer.l2_run or ""))
+        if frame_digest(frame) != bundle.data_hash:
+            raise ValueError(f"the data {config.env.data} are not those the run bundle was fitted on "
+                             f"(data hash {frame_digest(frame)}, bundle {bundle.data_hash})")
+        prepared = prepare_market(frame, artifacts=bundle)
+        if not resume:
+            bundle.save(artifacts_dir)
+            bundle = RunArtifacts.load(artifacts_dir)
+    else:
+        reward = RewardConfig(preset=config.env.reward)
+        bundle, prepared = build_run_artifacts(
+            frame,
+            pipeline_config=PipelineConfig(fit_hmm=config.env.regime_source == "hmm",
+                                           split_fractions=_three(config.env.split_fractions)),
+            risk=True, reward_windows=(reward.sigma_window, reward.e_window), source=str(config.env.data))
+        bundle.save(artifacts_dir)
+
+    env_kwargs = sizer_env_kwargs(config)
+    in_process = config.train.n_envs == 1
+    vec_env = make_vec_env_from_config(
+        config, SizerEnvFactory(env_kwargs, prepared if in_process else config.env.data, str(artifacts_dir)))
+    tb_dir = run_dir / "tb"
+    if resume:
+        checkpoint = latest_checkpoint(run_dir / "checkpoints")
+        if checkpoint is None:
+            raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}; cannot resume")
+        steps_done = checkpoint.num_timesteps
+        model = load_recurrent_ppo(checkpoint.model_path, vec_env, config, tensorboard_log=str(tb_dir),
+                                   seed=config.train.seed, num_timesteps=steps_done)
+    else:
+        steps_done = 0
+        model = build_recurrent_ppo(vec_env, config, tensorboard_log=str(tb_dir), seed=config.train.seed)
+
+    def make_validation_env():
+        kwargs = {**env_kwargs, "split": config.train.eval_split, "episode_length": None}
+        return make_himari_sizer_env(prepared, **kwargs, artifacts=bundle)
+
+    callbacks = make_sizer_callbacks(config, run_dir=run_dir, make_eval_env=make_validation_env,
+                                     validation_state=bundle.validation if resume else None)
+    callbacks.callbacks.append(TqdmProgressCallback(total_timesteps=config.train.total_timesteps, initial=steps_done))
+    callbacks.callbacks.extend(extra_callbacks or [])
+    remaining = max(config.train.total_timesteps - steps_done, 0)
+    started = time.perf_counter()
+    model.learn(total_timesteps=remaining, callback=callbacks, reset_num_timesteps=not resume)
+    wall_seconds = time.perf_counter() - started
+    model.save(run_dir / "final_model.zip")
+    vec_env.close()
+    best_metric_path = run_dir / "best" / "best_metric.json"
+    summary: dict[str, Any] = {
+        "algo": config.algo,
+        "timesteps": int(model.num_timesteps),
+        "timesteps_this_session": int(model.num_timesteps) - steps_done,
+        "wall_seconds": wall_seconds,
+        "fps": (int(model.num_timesteps) - steps_done) / max(wall_seconds, 1e-9),
+        "parameters": count_parameters(model),  # type: ignore[arg-type]  # any SB3 policy
+        "device": str(model.device),
+        "torch_threads": torch.get_num_threads(),
+        "best_validation": json.loads(best_metric_path.read_text()) if best_metric_path.is_file() else None,
+        "ledger": str(Path(ledger) if ledger is not None else ledger_path(config.train.runs_dir)),
+    }
+    (run_dir / "training_summary.json").write_text(json.dumps(summary, indent=2))
+    best = summary["best_validation"]
+    record_training(
+        Path(summary["ledger"]), run_dir=run_dir, config=config.to_dict(), seed=config.train.seed,
+        timesteps=summary["timesteps"],
+        validation=None if best is None else {key: best.get(key) for key in ("metric", "value", "num_timesteps")},
+        fold=fold, tag=tag)
+    return summary

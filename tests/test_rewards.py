@@ -135,7 +135,7 @@ def test_reward_config_rejects_unknown_keys_by_name():
 
 
 @pytest.mark.parametrize("regime", [LOW_VOL, TRENDING, HIGH_VOL, CRISIS])
-def test_adaptive_is_net_log_return_in_sigma_units_minus_regime_cost_per_direction_change(regime):
+def test_adaptive_is_net_log_return_in_sigma_units_minus_regime_cost_per_unit_turnover(regime):
     data = market(regimes=np.full(800, regime, dtype=np.int8))
     env = DiscreteDirection(RegimeReward(HimariBTCEnv(data, context=1, fee_rate=0.001)))
     sigma, expected_abs = causal_return_normalizers(data.returns, sigma_window=500, e_window=500)
@@ -149,7 +149,7 @@ def test_adaptive_is_net_log_return_in_sigma_units_minus_regime_cost_per_directi
         net_log_return = math.log((1 - 0.001 * turnover) * (1 + position * data.returns[t + 1]))
         terms = info["reward_terms"]
         assert terms["norm_pnl"] == pytest.approx(net_log_return / sigma[t], rel=1e-9, abs=1e-12)
-        assert -terms["switch_cost"] == pytest.approx(cost * expected_abs[t] * turnover)  # unit positions
+        assert -terms["turnover_cost"] == pytest.approx(cost * expected_abs[t] * turnover)  # unit positions
         assert reward == pytest.approx(sum(terms.values()))
         previous = position
 
@@ -158,7 +158,7 @@ def test_adaptive_does_not_charge_holding_a_position_as_a_trade():
     data = market(regimes=np.full(800, CRISIS, dtype=np.int8))
     env = DiscreteDirection(RegimeReward(HimariBTCEnv(data, context=1, fee_rate=0.001)))
     steps = rollout(env, [1, 1, 1, 2, 2])
-    costs = [info["reward_terms"]["switch_cost"] for _, info in steps]
+    costs = [info["reward_terms"]["turnover_cost"] for _, info in steps]
     fees = [info["fee"] for _, info in steps]
     assert costs[0] < 0 and costs[1] == 0.0 and costs[2] == 0.0 and costs[3] < 0 and costs[4] == 0.0
     assert fees[1] == fees[2] == fees[4] == 0.0
@@ -173,7 +173,7 @@ def test_reward_costs_follow_the_regime_array_the_agent_sees():
     env = DiscreteDirection(RegimeReward(HimariBTCEnv(data, context=1, fee_rate=0.0), regime_ids=observed))
     (_, info), = rollout(env, [1])
     _, expected_abs = causal_return_normalizers(data.returns, sigma_window=500, e_window=500)
-    assert info["reward_terms"]["switch_cost"] == pytest.approx(-1.00 * expected_abs[info["bar_index"] - 1])
+    assert info["reward_terms"]["turnover_cost"] == pytest.approx(-1.00 * expected_abs[info["bar_index"] - 1])
     with pytest.raises(ValueError, match="one regime per bar"):
         RegimeReward(HimariBTCEnv(data, context=1), regime_ids=observed[:10])
 
@@ -183,7 +183,7 @@ def test_turnover_costs_reject_negative_values_by_name():
         RewardConfig.from_dict({"turnover_costs": {"crisis": -1.0}})
 
 
-def test_resizing_by_the_risk_layer_pays_the_fee_but_no_regime_cost():
+def test_resizing_pays_the_regime_cost_in_proportion_to_the_size_changed():
     from gymnasium import spaces
 
     data = market(regimes=np.full(800, CRISIS, dtype=np.int8))
@@ -191,11 +191,10 @@ def test_resizing_by_the_risk_layer_pays_the_fee_but_no_regime_cost():
     assert isinstance(env.action_space, spaces.Box)
     env.reset(seed=0)
     steps = [env.step(np.array([size], dtype=np.float32)) for size in (0.5, 0.2, 0.2, -0.3, 0.0)]
-    costs = [info["reward_terms"]["switch_cost"] for *_, info in steps]
-    fees = [info["fee"] for *_, info in steps]
-    assert costs[0] < 0 and costs[1] == 0.0 and fees[1] > 0  # 0.5 -> 0.2: a re-size, fee only
-    assert costs[2] == 0.0 and fees[2] == 0.0
+    costs = [info["reward_terms"]["turnover_cost"] for *_, info in steps]
     _, expected_abs = causal_return_normalizers(data.returns, sigma_window=500, e_window=500)
-    flip_bar = steps[3][-1]["bar_index"] - 1
-    assert costs[3] == pytest.approx(-2 * 1.00 * expected_abs[flip_bar])  # a flip: two direction units
-    assert costs[4] == pytest.approx(-1.00 * expected_abs[flip_bar + 1])  # leaving the market
+    for (*_, info), cost in zip(steps, costs):
+        t = info["bar_index"] - 1
+        assert cost == pytest.approx(-1.00 * expected_abs[t] * info["turnover"], rel=1e-6, abs=1e-12)
+    assert costs[2] == 0.0  # holding 0.2: no change, no cost
+    assert steps[3][-1]["turnover"] == pytest.approx(0.5, rel=1e-6)  # 0.2 -> -0.3

@@ -287,6 +287,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="-v: also print SB3's diagnostic table after every rollout (they always go "
                              "to progress.csv and TensorBoard); -vv: SB3 debug output "
                              "(default: %(default)s: progress bar and validation lines only)")
+    parser.add_argument("--seeds", metavar="K,K,...", default=None,
+                        help="train one run per seed into RUN_DIR/seed<K> and aggregate their validation "
+                             "metrics next to every baseline (seeds.json, seeds.md; no look at test) "
+                             "(default: one run with --seed)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run already in --run-dir (default: refuse an existing run folder)")
     parser.add_argument("--json", action="store_true",
@@ -365,6 +369,19 @@ def run_from_args(args: argparse.Namespace) -> int:
                            n_envs=args.n_envs)
         run_dir = Path(args.run_dir) if args.run_dir else Path(config.train.runs_dir) / config.resolved_run_name()
     config = _with_verbosity(config, verbose)
+    if getattr(args, "seeds", None):
+        if args.resume:
+            raise ValueError("--seeds cannot be combined with --resume: resume each RUN_DIR/seed<K> on its own")
+        from experiments.walkforward import format_seeds, run_seeds
+
+        try:
+            seeds = [int(part) for part in str(args.seeds).split(",") if part.strip()]
+        except ValueError:
+            raise ValueError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+        with _OneLineWarnings():
+            document = run_seeds(config, seeds=seeds, run_dir=run_dir, overwrite=bool(getattr(args, "overwrite", False)))
+        print(json.dumps(document, indent=2, default=float) if getattr(args, "json", False) else format_seeds(document))
+        return 0
     with _OneLineWarnings():
         summary = train(config, run_dir=run_dir, resume=bool(args.resume), overwrite=bool(getattr(args, "overwrite", False)))
     if getattr(args, "json", False):

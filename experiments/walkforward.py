@@ -130,6 +130,61 @@ def run_walkforward(config: Any, *, data: str | None, n_folds: int, seeds: list[
     return document
 
 
+def run_seeds(config: Any, *, seeds: list[int], run_dir: Path, overwrite: bool = False,
+              ledger: str | Path | None = None) -> dict[str, Any]:
+    """One run per seed on the config's own splits, aggregated on the validation window
+    like a one-fold walk-forward (``seeds.json``, ``seeds.md``); the test split is not looked at."""
+    from experiments.evaluate import evaluate_run
+    from experiments.train import train
+
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"--seeds must be distinct integers >= 0, got {seeds}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fold_record: dict[str, Any] = {"fold": 0, "windows": {}, "seeds": {}}
+    for seed in seeds:
+        seed_dir = run_dir / f"seed{seed}"
+        seed_config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
+        summary = train(seed_config, run_dir=seed_dir, overwrite=overwrite, tag="seeds", ledger=ledger)
+        report = evaluate_run(seed_dir, split="val")
+        fold_record["windows"] = {name: report["splits"][name]["period"] for name in ("train", "val")}
+        fold_record["seeds"][str(seed)] = {
+            "best_validation": summary["best_validation"] and {
+                key: summary["best_validation"].get(key) for key in ("num_timesteps", "value", "hold_share")},
+            "splits": {"val": {key: report["splits"]["val"][key] for key in
+                               ("period", "agent", "baselines", "best_baseline", "significance", "actions")}},
+        }
+    document = {"config": config.name, "data": str(config.env.data), "seeds": seeds,
+                "timesteps": config.train.total_timesteps, "folds": [fold_record]}
+    (run_dir / "seeds.json").write_text(json.dumps(document, indent=2, default=float))
+    (run_dir / "seeds.md").write_text(format_seeds(document))
+    return document
+
+
+def format_seeds(document: dict[str, Any]) -> str:
+    """Markdown: median [IQR] (min..max) of the validation metrics over the seeds."""
+    return "\n".join([f"# Seeds {document['seeds']}: `{document['config']}` on `{document['data']}`", "",
+                      f"{document['timesteps']:,} steps each; validation window only (test not looked at); "
+                      "metrics after fees.", "", *_window_table(document, "val")])
+
+
+def _window_table(document: dict[str, Any], window: str) -> list[str]:
+    from experiments.commands._output import format_table
+
+    table = aggregate(document, window=window)
+    order = ["agent"] + sorted((p for p in table if p != "agent"), key=lambda p: -table[p]["sharpe"]["median"])
+    rows = []
+    for policy in order:
+        cells = [policy]
+        for metric in ("sharpe", "sortino", "total_return", "max_drawdown", "trade_count"):
+            s = table[policy][metric]
+            cells.append(f"{s['median']:.2f} [{s['iqr']:.2f}] ({s['min']:.2f}..{s['max']:.2f})")
+        rows.append(cells)
+    psr = table["agent"]["psr_vs_zero"]
+    return [f"## {window} windows: median [IQR] (min..max) over folds x seeds", "",
+            format_table(["policy", "sharpe", "sortino", "total return", "max drawdown", "trades"], rows), "",
+            f"Agent PSR vs 0: median {psr['median']:.2f} (min {psr['min']:.2f}, max {psr['max']:.2f}).", ""]
+
+
 def _stats(values: list[float]) -> dict[str, float]:
     array = np.asarray(values, dtype=np.float64)
     q25, median, q75 = np.percentile(array, [25, 50, 75])
@@ -168,19 +223,7 @@ def format_walkforward(document: dict[str, Any]) -> str:
             for fold in document["folds"]]
     lines += [format_table(["fold", "train from", "train to", "val to", "test to"], rows), ""]
     for window in ("test", "val"):
-        table = aggregate(document, window=window)
-        order = ["agent"] + sorted((p for p in table if p != "agent"), key=lambda p: -table[p]["sharpe"]["median"])
-        rows = []
-        for policy in order:
-            cells = [policy]
-            for metric in ("sharpe", "sortino", "total_return", "max_drawdown", "trade_count"):
-                s = table[policy][metric]
-                cells.append(f"{s['median']:.2f} [{s['iqr']:.2f}] ({s['min']:.2f}..{s['max']:.2f})")
-            rows.append(cells)
-        lines += [f"## {window} windows: median [IQR] (min..max) over folds x seeds", "",
-                  format_table(["policy", "sharpe", "sortino", "total return", "max drawdown", "trades"], rows), ""]
-        psr = table["agent"]["psr_vs_zero"]
-        lines += [f"Agent PSR vs 0: median {psr['median']:.2f} (min {psr['min']:.2f}, max {psr['max']:.2f}).", ""]
+        lines += _window_table(document, window)
     sentences = [seed["splits"]["test"]["significance"]["sentence"] for fold in document["folds"]
                  for seed in fold["seeds"].values()]
     beats = sum("does not beat" not in s and "beats the best" in s for s in sentences)

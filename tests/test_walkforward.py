@@ -1,0 +1,97 @@
+"""Walk-forward folds: expanding windows that never reach past their own test window, the
+outputs, the trials ledger; and ``himari train --seeds``."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from experiments.ledger import read_ledger
+from experiments.walkforward import LEADING_BLOCKS, aggregate, walkforward_folds
+
+
+def test_folds_expand_and_tile_the_last_blocks_before_end():
+    index = pd.date_range("2020-01-01", periods=35_064 + 8_784, freq="h", tz="UTC")  # 2020-2024
+    folds = walkforward_folds(index, 4, end="2024-01-01")
+    end = int(index.searchsorted(pd.Timestamp("2024-01-01", tz="UTC")))
+    block = end // (4 + LEADING_BLOCKS)
+    assert [f.test_end - f.val_end for f in folds] == [block] * 4
+    assert all(f.val_end - f.train_end == block for f in folds)
+    assert [f.train_end for f in folds] == [3 * block, 4 * block, 5 * block, 6 * block]
+    assert folds[-1].test_end <= end  # 2024 stays the final test
+    for earlier, later in itertools.pairwise(folds):
+        assert later.val_end == earlier.test_end  # each fold validates where the previous one tested
+    train, val, test = folds[0].split_fractions(720)
+    assert train + val + test == pytest.approx(1.0) and val == pytest.approx(test)
+
+
+def test_too_many_folds_is_a_named_error():
+    index = pd.date_range("2020-01-01", periods=3_000, freq="h", tz="UTC")
+    with pytest.raises(ValueError, match="--folds 20"):
+        walkforward_folds(index, 20, end=None)
+
+
+def _tiny_config(data: Path):
+    from agents.config import load_config
+
+    config = load_config("experiments/configs/cpu-small.yaml")
+    return dataclasses.replace(
+        config,
+        env=dataclasses.replace(config.env, data=str(data), episode_length=256, decision_interval=4, context=8),
+        ppo=dataclasses.replace(config.ppo, n_steps=64, batch_size=64, n_epochs=1),
+        train=dataclasses.replace(config.train, n_envs=1, total_timesteps=128, eval_freq=64, checkpoint_freq=0,
+                                  verbose=0),
+    )
+
+
+@pytest.mark.slow
+def test_walkforward_end_to_end_on_a_small_market(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from experiments.walkforward import run_walkforward
+    from himari_env.data import synthesize_market
+
+    data = tmp_path / "market.parquet"
+    frame = synthesize_market(7_200, 2).frame
+    frame.to_parquet(data)
+    ledger = tmp_path / "ledger.jsonl"
+    document = run_walkforward(_tiny_config(data), data=str(data), n_folds=2, seeds=[0, 1], run_dir=tmp_path / "wf",
+                               end=None, ledger=ledger)
+    saved = json.loads((tmp_path / "wf" / "walkforward.json").read_text())
+    assert len(saved["folds"]) == 2 and all(set(f["seeds"]) == {"0", "1"} for f in saved["folds"])
+    for fold in saved["folds"]:
+        # No fold is given a bar after its own test window.
+        fold_data = pd.read_parquet(tmp_path / "wf" / f"fold{fold['fold']}" / "data.parquet")
+        assert str(fold_data.index[-1]) == fold["windows"]["test"][1]
+        for seed in fold["seeds"].values():
+            test = seed["splits"]["test"]
+            assert {"buy_and_hold", "momentum_168_ls", "ma_cross_ls", "regime_gated", "supervised_hgb",
+                    "vol_target_bh", "flat", "random"} <= set(test["baselines"])
+            assert {"psr_vs_zero", "dsr", "bootstrap_pvalue_vs_best_baseline"} <= set(test["significance"])
+    entries = read_ledger(ledger)
+    assert len(entries) == 4 and {e["fold"] for e in entries} == {0, 1}
+    assert all(e["kind"] == "train" and e["tag"] == "walkforward" for e in entries)
+    table = aggregate(document)
+    assert table["agent"]["sharpe"]["n"] == 4 and table["buy_and_hold"]["sharpe"]["n"] == 2
+    markdown = (tmp_path / "wf" / "walkforward.md").read_text()
+    assert "median [IQR]" in markdown and (tmp_path / "wf" / "walkforward_sharpe.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_train_seeds_aggregates_validation_without_looking_at_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from experiments.walkforward import run_seeds
+    from himari_env.data import synthesize_market
+
+    data = tmp_path / "market.parquet"
+    synthesize_market(5_000, 1).frame.to_parquet(data)
+    ledger = tmp_path / "ledger.jsonl"
+    monkeypatch.setenv("HIMARI_LEDGER", str(ledger))
+    document = run_seeds(_tiny_config(data), seeds=[0, 1], run_dir=tmp_path / "seeds")
+    assert set(document["folds"][0]["seeds"]) == {"0", "1"}
+    assert "test" not in document["folds"][0]["seeds"]["0"]["splits"]
+    entries = read_ledger(ledger)
+    assert [e["kind"] for e in entries] == ["train", "train"]  # no test look
+    assert (tmp_path / "seeds" / "seeds.md").read_text().count("agent") >= 1

@@ -68,6 +68,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
@@ -478,8 +479,11 @@ class TuneSettings:
     heartbeat: int = DEFAULT_HEARTBEAT_S
     pruner: str = "median"
     ledger: str | None = None
+    folds: int | None = None
 
     def __post_init__(self) -> None:
+        if self.folds is not None and self.folds < 1:
+            raise ValueError(f"--folds must be >= 1, got {self.folds}")
         if not _STUDY_NAME.match(self.study):
             raise ValueError(f"--study must be letters, digits, '_', '-', '.', got {self.study!r}")
         if self.trials < 1:
@@ -558,6 +562,8 @@ def _objective(settings: TuneSettings, base: ExperimentConfig, space: SearchSpac
             f"# study {settings.study}, trial {trial.number}: re-run with\n"
             f"#   himari train --config {trial_dir / 'trial.yaml'} --run-dir <new folder>\n"
             + yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+        if settings.folds is not None:
+            return _walkforward_objective(trial, settings, config, trial_dir)
         pruning = OptunaPruningCallback(trial, total_timesteps=config.train.total_timesteps,
                                         eval_freq=config.train.eval_freq, verbose=config.train.verbose)
         summary = train(config, run_dir=trial_dir, tag=f"tune:{settings.study}", ledger=settings.ledger,
@@ -574,6 +580,43 @@ def _objective(settings: TuneSettings, base: ExperimentConfig, space: SearchSpac
         return value
 
     return objective
+
+
+def _walkforward_objective(trial: Any, settings: TuneSettings, config: ExperimentConfig, trial_dir: Path) -> float:
+    """The median over walk-forward folds of each fold's best validation Sharpe.
+
+    Folds as ``himari walkforward`` (:func:`experiments.walkforward.walkforward_folds`, bars
+    before 2024 only); each fold trains on its own window, selects on its own validation
+    window and is never scored on its test window here. After each fold the running median
+    is reported to Optuna (step = fold index), so a trial can be pruned between folds.
+    """
+    import optuna
+
+    from experiments.train import train
+    from experiments.walkforward import DEFAULT_END, _fold_config, walkforward_folds
+    from wrappers.stack import load_frame
+
+    frame = load_frame(config.env.data, seed=config.env.market_seed)
+    assert settings.folds is not None
+    folds = walkforward_folds(frame.index, settings.folds, end=DEFAULT_END)
+    values: list[float] = []
+    for fold in folds:
+        fold_dir = trial_dir / f"fold{fold.index}"
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        data_path = fold_dir / "data.parquet"
+        frame.iloc[:fold.test_end].to_parquet(data_path)
+        fold_config = _fold_config(config, data_path, fold, seed=config.train.seed, timesteps=None)
+        summary = train(fold_config, run_dir=fold_dir / "run", fold=fold.index, tag=f"tune:{settings.study}",
+                        ledger=settings.ledger)
+        best = summary["best_validation"]
+        values.append(float(best["value"]) if best is not None else -math.inf)
+        running = float(np.median(values))
+        trial.report(running, fold.index)
+        if fold.index < len(folds) - 1 and trial.should_prune():
+            trial.set_user_attr("pruned_at_fold", fold.index)
+            raise optuna.TrialPruned(f"pruned after fold {fold.index}")
+    trial.set_user_attr("fold_validation_sharpes", [v if math.isfinite(v) else None for v in values])
+    return float(np.median(values))
 
 
 def _counts(study: optuna.Study) -> tuple[int, int]:

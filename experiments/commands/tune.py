@@ -31,6 +31,10 @@ def register(root: argparse._SubParsersAction, groups: dict[str, argparse._SubPa
                         help="trial heartbeat in seconds (default 30); a killed worker's trial is marked "
                         "failed after twice that")
     parser.add_argument("--pruner", choices=("median", "none"), default="median", help="default: median")
+    parser.add_argument("--folds", type=int, default=None,
+                        help="objective = the median validation Sharpe over this many walk-forward folds of the "
+                             "bars before 2024 (as himari walkforward; each fold fits and selects on its own "
+                             "windows) instead of the config's own validation split (default: none)")
     parser.add_argument("--report", action="store_true", help="print the study's report and write the "
                         "optimization-history PNG instead of running trials")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -58,7 +62,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         settings = tuning.TuneSettings(
             config=str(config_path), space=args.space, study=args.study, storage=storage,
             run_dir=str(run_dir), trials=args.trials, data=args.data, timeout=args.timeout,
-            heartbeat=args.heartbeat or tuning.DEFAULT_HEARTBEAT_S, pruner=args.pruner,
+            heartbeat=args.heartbeat or tuning.DEFAULT_HEARTBEAT_S, pruner=args.pruner, folds=args.folds,
         )
         report = tuning.tune(settings, n_jobs=args.n_jobs)
     print(json.dumps(report, indent=2, default=str) if args.json else tuning.format_report(report))

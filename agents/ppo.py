@@ -34,6 +34,22 @@ def policy_kwargs(config: ExperimentConfig) -> dict[str, Any]:
     }
 
 
+def ppo_hyperparameters(config: ExperimentConfig) -> dict[str, Any]:
+    """The PPO keyword arguments of ``config.ppo`` shared by PPO and RecurrentPPO."""
+    ppo = config.ppo
+    return {"learning_rate": ppo.learning_rate, "n_steps": ppo.n_steps, "batch_size": ppo.batch_size,
+            "n_epochs": ppo.n_epochs, "gamma": ppo.gamma, "gae_lambda": ppo.gae_lambda,
+            "clip_range": ppo.clip_range, "ent_coef": ppo.ent_coef, "vf_coef": ppo.vf_coef,
+            "max_grad_norm": ppo.max_grad_norm, "target_kl": ppo.target_kl, "device": ppo.device}
+
+
+def configure_logger(model: Any, tensorboard_log: str | None, *, verbose: int) -> None:
+    """CSV and TensorBoard always; SB3's console table only when ``verbose > 0``."""
+    if tensorboard_log is not None:
+        formats = ["csv", "tensorboard"] + (["stdout"] if verbose > 0 else [])
+        model.set_logger(configure(str(tensorboard_log), formats))
+
+
 def build_ppo(
     env: VecEnv,
     config: ExperimentConfig,
@@ -67,32 +83,11 @@ def build_ppo(
     PPO
         On ``config.ppo.device`` ("auto": CUDA when available, else CPU).
     """
-    ppo = config.ppo
     if config.train.torch_threads is not None:
         torch.set_num_threads(config.train.torch_threads)
-    model = PPO(
-        "MultiInputPolicy",
-        env,
-        learning_rate=ppo.learning_rate,
-        n_steps=ppo.n_steps,
-        batch_size=ppo.batch_size,
-        n_epochs=ppo.n_epochs,
-        gamma=ppo.gamma,
-        gae_lambda=ppo.gae_lambda,
-        clip_range=ppo.clip_range,
-        ent_coef=ppo.ent_coef,
-        vf_coef=ppo.vf_coef,
-        max_grad_norm=ppo.max_grad_norm,
-        target_kl=ppo.target_kl,
-        tensorboard_log=tensorboard_log,
-        policy_kwargs=policy_kwargs(config),
-        verbose=config.train.verbose,
-        seed=seed,
-        device=ppo.device,
-    )
-    if tensorboard_log is not None:
-        formats = ["csv", "tensorboard"] + (["stdout"] if config.train.verbose > 0 else [])
-        model.set_logger(configure(str(tensorboard_log), formats))
+    model = PPO("MultiInputPolicy", env, policy_kwargs=policy_kwargs(config), tensorboard_log=tensorboard_log,
+                verbose=config.train.verbose, seed=seed, **ppo_hyperparameters(config))
+    configure_logger(model, tensorboard_log, verbose=config.train.verbose)
     return model
 
 

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 from sb3_contrib import RecurrentPPO
-from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.config import ExperimentConfig
+from agents.ppo import configure_logger, ppo_hyperparameters
 
 __all__ = ["RecurrentRunner", "build_recurrent_ppo", "load_recurrent_ppo", "recurrent_policy_kwargs"]
 
@@ -47,32 +47,12 @@ def build_recurrent_ppo(env: VecEnv, config: ExperimentConfig, *, tensorboard_lo
                         seed: int) -> RecurrentPPO:
     """A fresh ``RecurrentPPO`` on ``env`` (a vectorized ``HimariBTCSizer-v0``); the same
     hyperparameters, logger and seeding as :func:`agents.ppo.build_ppo`."""
-    ppo = config.ppo
     if config.train.torch_threads is not None:
         torch.set_num_threads(config.train.torch_threads)
-    model = RecurrentPPO(
-        "MultiInputLstmPolicy",
-        env,
-        learning_rate=ppo.learning_rate,
-        n_steps=ppo.n_steps,
-        batch_size=ppo.batch_size,
-        n_epochs=ppo.n_epochs,
-        gamma=ppo.gamma,
-        gae_lambda=ppo.gae_lambda,
-        clip_range=ppo.clip_range,
-        ent_coef=ppo.ent_coef,
-        vf_coef=ppo.vf_coef,
-        max_grad_norm=ppo.max_grad_norm,
-        target_kl=ppo.target_kl,
-        tensorboard_log=tensorboard_log,
-        policy_kwargs=recurrent_policy_kwargs(config),
-        verbose=config.train.verbose,
-        seed=seed,
-        device=ppo.device,
-    )
-    if tensorboard_log is not None:
-        formats = ["csv", "tensorboard"] + (["stdout"] if config.train.verbose > 0 else [])
-        model.set_logger(configure(str(tensorboard_log), formats))
+    model = RecurrentPPO("MultiInputLstmPolicy", env, policy_kwargs=recurrent_policy_kwargs(config),
+                         tensorboard_log=tensorboard_log, verbose=config.train.verbose, seed=seed,
+                         **ppo_hyperparameters(config))
+    configure_logger(model, tensorboard_log, verbose=config.train.verbose)
     return model
 
 

@@ -20,22 +20,11 @@ from typing import Any
 from agents.config import ExperimentConfig
 
 
-class SizerEnvFactory:
-    """Picklable env thunk factory for ``HimariBTCSizer-v0`` (see ``experiments.train._EnvFactory``)."""
+def sizer_env_factory(env_kwargs: dict[str, Any], data: Any, artifacts_dir: str) -> Any:
+    """Picklable env thunk factory for ``HimariBTCSizer-v0`` (``experiments.train._EnvFactory``)."""
+    from experiments.train import _EnvFactory
 
-    def __init__(self, env_kwargs: dict[str, Any], data: Any, artifacts_dir: str) -> None:
-        self.env_kwargs = env_kwargs
-        self.data = data
-        self.artifacts_dir = artifacts_dir
-
-    def __call__(self, rank: int):
-        def thunk():
-            import himari_env  # noqa: F401
-            from wrappers.sizer import make_himari_sizer_env
-
-            return make_himari_sizer_env(self.data, **self.env_kwargs, artifacts=self.artifacts_dir)
-
-        return thunk
+    return _EnvFactory(env_kwargs, data, artifacts_dir, maker="wrappers.sizer:make_himari_sizer_env")
 
 
 def sizer_env_kwargs(config: ExperimentConfig, **overrides: Any) -> dict[str, Any]:
@@ -100,7 +89,7 @@ def train_sizer(config: ExperimentConfig, *, run_dir: Path, resume: bool = False
     env_kwargs = sizer_env_kwargs(config)
     in_process = config.train.n_envs == 1
     vec_env = make_vec_env_from_config(
-        config, SizerEnvFactory(env_kwargs, prepared if in_process else config.env.data, str(artifacts_dir)))
+        config, sizer_env_factory(env_kwargs, prepared if in_process else config.env.data, str(artifacts_dir)))
     tb_dir = run_dir / "tb"
     if resume:
         checkpoint = latest_checkpoint(run_dir / "checkpoints")

@@ -113,17 +113,23 @@ class _EnvFactory:
     disk cache); ``artifacts_dir`` is the run bundle: nothing is fitted in a worker.
     """
 
-    def __init__(self, env_kwargs: dict[str, Any], data: Any, artifacts_dir: str) -> None:
+    def __init__(self, env_kwargs: dict[str, Any], data: Any, artifacts_dir: str,
+                 maker: str = "wrappers.stack:make_himari_env") -> None:
         self.env_kwargs = env_kwargs
         self.data = data
         self.artifacts_dir = artifacts_dir
+        self.maker = maker  # "module:function", imported in the worker
 
     def __call__(self, rank: int):
         def thunk():
-            import himari_env  # noqa: F401
-            from wrappers.stack import make_himari_env
+            import importlib
 
-            return make_himari_env(self.data, **self.env_kwargs, artifacts=self.artifacts_dir)
+            import himari_env  # noqa: F401
+
+            # getattr: a factory pickled by an older process has no ``maker``.
+            module_name, function_name = getattr(self, "maker", "wrappers.stack:make_himari_env").split(":")
+            make_env = getattr(importlib.import_module(module_name), function_name)
+            return make_env(self.data, **self.env_kwargs, artifacts=self.artifacts_dir)
 
         return thunk
 

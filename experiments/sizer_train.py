@@ -13,7 +13,6 @@ trained with; otherwise a bundle is fitted on the training data's train split, a
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +40,11 @@ def train_sizer(config: ExperimentConfig, *, run_dir: Path, resume: bool = False
                 extra_callbacks: list | None = None) -> dict[str, Any]:
     """Run (or resume) sizer training into ``run_dir``; returns the training summary (the
     arguments mean what they mean for :func:`experiments.train.train`)."""
-    import torch
 
     from agents.callbacks import latest_checkpoint
-    from agents.ppo import count_parameters, make_vec_env_from_config
+    from agents.ppo import make_vec_env_from_config
     from agents.recurrent import build_recurrent_ppo, load_recurrent_ppo
     from agents.sizer_callbacks import make_sizer_callbacks
-    from experiments.ledger import ledger_path, record_training
-    from experiments.progress import TqdmProgressCallback
     from experiments.train import _claim_run_dir, _three
     from himari_env.artifacts import ARTIFACTS_DIRNAME, RunArtifacts, build_run_artifacts
     from himari_env.pipeline import PipelineConfig, prepare_market
@@ -108,32 +104,8 @@ def train_sizer(config: ExperimentConfig, *, run_dir: Path, resume: bool = False
 
     callbacks = make_sizer_callbacks(config, run_dir=run_dir, make_eval_env=make_validation_env,
                                      validation_state=bundle.validation if resume else None)
-    callbacks.callbacks.append(TqdmProgressCallback(total_timesteps=config.train.total_timesteps, initial=steps_done))
-    callbacks.callbacks.extend(extra_callbacks or [])
-    remaining = max(config.train.total_timesteps - steps_done, 0)
-    started = time.perf_counter()
-    model.learn(total_timesteps=remaining, callback=callbacks, reset_num_timesteps=not resume)
-    wall_seconds = time.perf_counter() - started
-    model.save(run_dir / "final_model.zip")
-    vec_env.close()
-    best_metric_path = run_dir / "best" / "best_metric.json"
-    summary: dict[str, Any] = {
-        "algo": config.algo,
-        "timesteps": int(model.num_timesteps),
-        "timesteps_this_session": int(model.num_timesteps) - steps_done,
-        "wall_seconds": wall_seconds,
-        "fps": (int(model.num_timesteps) - steps_done) / max(wall_seconds, 1e-9),
-        "parameters": count_parameters(model),  # type: ignore[arg-type]  # any SB3 policy
-        "device": str(model.device),
-        "torch_threads": torch.get_num_threads(),
-        "best_validation": json.loads(best_metric_path.read_text()) if best_metric_path.is_file() else None,
-        "ledger": str(Path(ledger) if ledger is not None else ledger_path(config.train.runs_dir)),
-    }
-    (run_dir / "training_summary.json").write_text(json.dumps(summary, indent=2))
-    best = summary["best_validation"]
-    record_training(
-        Path(summary["ledger"]), run_dir=run_dir, config=config.to_dict(), seed=config.train.seed,
-        timesteps=summary["timesteps"],
-        validation=None if best is None else {key: best.get(key) for key in ("metric", "value", "num_timesteps")},
-        fold=fold, tag=tag)
-    return summary
+    from experiments.train import learn_and_record
+
+    return learn_and_record(model, vec_env, callbacks, config=config, run_dir=run_dir, steps_done=steps_done,
+                            resume=resume, ledger=ledger, fold=fold, tag=tag, extra_callbacks=extra_callbacks,
+                            summary_extra={"algo": config.algo})

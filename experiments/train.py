@@ -161,12 +161,9 @@ def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, over
             raise ValueError("train(frame=...) is not supported for the sizer (algo 'recurrent_ppo')")
         return train_sizer(config, run_dir=Path(run_dir), resume=resume, overwrite=overwrite, fold=fold, tag=tag,
                            ledger=ledger, extra_callbacks=extra_callbacks)
-    import torch
 
     from agents.callbacks import latest_checkpoint, make_training_callbacks
-    from agents.ppo import build_ppo, count_parameters, load_ppo, make_vec_env_from_config
-    from experiments.ledger import ledger_path, record_training
-    from experiments.progress import TqdmProgressCallback
+    from agents.ppo import build_ppo, load_ppo, make_vec_env_from_config
     from himari_env.artifacts import ARTIFACTS_DIRNAME, RunArtifacts, build_run_artifacts
     from himari_env.pipeline import PipelineConfig, prepare_market
     from himari_env.provenance import frame_digest
@@ -226,6 +223,21 @@ def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, over
 
     callbacks = make_training_callbacks(config, run_dir=run_dir, make_eval_env=make_validation_env,
                                         validation_state=bundle.validation if resume else None)
+    return learn_and_record(model, vec_env, callbacks, config=config, run_dir=run_dir, steps_done=steps_done,
+                            resume=resume, ledger=ledger, fold=fold, tag=tag, extra_callbacks=extra_callbacks)
+
+
+def learn_and_record(model: Any, vec_env: Any, callbacks: Any, *, config: ExperimentConfig, run_dir: Path,
+                     steps_done: int, resume: bool, ledger: str | Path | None, fold: int | None, tag: str | None,
+                     extra_callbacks: list | None, summary_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The part of a run shared by PPO and RecurrentPPO: the progress bar, ``learn`` to the
+    configured total, ``final_model.zip``, ``training_summary.json`` and the ledger line."""
+    import torch
+
+    from agents.ppo import count_parameters
+    from experiments.ledger import ledger_path, record_training
+    from experiments.progress import TqdmProgressCallback
+
     callbacks.callbacks.append(TqdmProgressCallback(total_timesteps=config.train.total_timesteps, initial=steps_done))
     callbacks.callbacks.extend(extra_callbacks or [])
     remaining = max(config.train.total_timesteps - steps_done, 0)
@@ -236,6 +248,7 @@ def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, over
     vec_env.close()
     best_metric_path = run_dir / "best" / "best_metric.json"
     summary: dict[str, Any] = {
+        **(summary_extra or {}),
         "timesteps": int(model.num_timesteps),
         "timesteps_this_session": int(model.num_timesteps) - steps_done,
         "wall_seconds": wall_seconds,

@@ -19,7 +19,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -305,6 +305,10 @@ class PolicyPass:
         Regime of the observation each action was chosen from (decision bar).
     rewards : float64 (n,)
         Env rewards (with the stack's reward wrapper).
+    bar_indices : int64 (n,)
+        Decision bar of each action.
+    reward_terms : dict
+        Mean per decision of each reward term (``info["reward_terms"]``).
     """
 
     equity: NDArray[np.float64]
@@ -312,6 +316,12 @@ class PolicyPass:
     actions: NDArray[np.int64]
     regimes: NDArray[np.int64]
     rewards: NDArray[np.float64]
+    bar_indices: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    reward_terms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def mean_reward(self) -> float:
+        return float(np.mean(self.rewards)) if self.rewards.size else 0.0
 
     def action_counts(self) -> NDArray[np.int64]:
         """(4 regimes, 3 actions) table of step counts."""
@@ -320,22 +330,24 @@ class PolicyPass:
         return counts
 
 
-def run_deterministic_pass(
-    model: BaseAlgorithm, env: gym.Env, *, seed: int | None = 0
-) -> PolicyPass:
-    """Run one episode of ``env`` with ``model.predict(obs, deterministic=True)``.
+def run_policy_pass(env: gym.Env, choose_action: Callable[[Any, int], Any], *, seed: int | None = 0) -> PolicyPass:
+    """Run one episode of ``env``, choosing each action with ``choose_action(obs, bar)``.
 
-    The env is reset with ``seed``; the starting equity is ``env.unwrapped.equity``. Each
-    action is filed under the regime of the observation it was chosen from. With a Discrete
-    action space the agent's action is the predicted one; otherwise it is read from
-    ``info["action"]``.
+    The one deterministic rollout of validation and evaluation. The env is reset with
+    ``seed``. Each action is filed under the regime of the observation it was chosen from
+    (``obs["regime"]``: the regime source the agent sees). With a Discrete action space the
+    recorded action is the chosen one; otherwise it is read from ``info["action"]``. Equity and
+    positions are the core env's, bar by bar (a step may span several bars with a decision
+    interval).
     """
-    obs, _ = env.reset(seed=seed)
+    obs, info = env.reset(seed=seed)
     equity = [float(env.unwrapped.equity)]  # type: ignore[attr-defined]  # a HIMARI-like core env
     positions: list[float] = []
     actions: list[int] = []
     regimes: list[int] = []
     rewards: list[float] = []
+    bars: list[int] = []
+    term_sums: dict[str, float] = {}
     discrete = isinstance(env.action_space, spaces.Discrete)
     done = False
     # Sequential by nature: each observation carries the position the last action chose.
@@ -345,7 +357,8 @@ def run_deterministic_pass(
             raise ValueError(
                 f"observation regime must be in [0, {N_REGIMES}), got {decision_regime}"
             )
-        action, _ = model.predict(obs, deterministic=True)
+        bars.append(int(info.get("bar_index", len(bars))))
+        action = choose_action(obs, bars[-1])
         step_action: Any = int(action) if discrete else action
         obs, reward, terminated, truncated, info = env.step(step_action)
         done = bool(terminated or truncated)
@@ -354,19 +367,32 @@ def run_deterministic_pass(
         actions.append(step_action if discrete else _read_int(info, "action", N_ACTIONS, 0))
         regimes.append(decision_regime)
         rewards.append(float(reward))
+        for name, value in info.get("reward_terms", {}).items():
+            term_sums[name] = term_sums.get(name, 0.0) + float(value)
     core = env.unwrapped
     if hasattr(core, "episode_equity"):
         # Bar by bar from the core env: with a decision interval a step spans several bars,
         # and metrics are annualized per bar.
         equity = core.episode_equity().tolist()  # type: ignore[attr-defined]
         positions = core.episode_positions().tolist()  # type: ignore[attr-defined]
+    n = max(len(actions), 1)
     return PolicyPass(
         equity=np.asarray(equity, dtype=np.float64),
         positions=np.asarray(positions, dtype=np.float64),
         actions=np.asarray(actions, dtype=np.int64),
         regimes=np.asarray(regimes, dtype=np.int64),
         rewards=np.asarray(rewards, dtype=np.float64),
+        bar_indices=np.asarray(bars, dtype=np.int64),
+        reward_terms={name: total / n for name, total in term_sums.items()},
     )
+
+
+def run_deterministic_pass(
+    model: BaseAlgorithm, env: gym.Env, *, seed: int | None = 0
+) -> PolicyPass:
+    """Run one episode of ``env`` with ``model.predict(obs, deterministic=True)``
+    (:func:`run_policy_pass`)."""
+    return run_policy_pass(env, lambda obs, bar: model.predict(obs, deterministic=True)[0], seed=seed)
 
 
 def _write_json(path: Path, document: Any) -> None:

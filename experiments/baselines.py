@@ -34,8 +34,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from himari_env.constants import BARS_PER_YEAR, CRISIS, HIGH_VOL
+from himari_env.constants import BARS_PER_YEAR
 from himari_env.metrics import performance_summary
+from himari_env.rules import momentum_directions, regime_gated_directions
 
 MOMENTUM_LOOKBACKS = (24, 168, 720)
 MA_FAST_BARS, MA_SLOW_BARS = 20 * 24, 50 * 24
@@ -43,20 +44,6 @@ SUPERVISED_HORIZON_BARS = 24
 SUPERVISED_THRESHOLDS = (0.0, 0.02, 0.05, 0.10, 0.15)
 #: Baselines whose position is not a direction (they are not re-sized by the RSS layer).
 SIZED_BASELINES = ("vol_target_bh",)
-
-
-def momentum_directions(close: np.ndarray, lookback: int, *, long_short: bool = True) -> np.ndarray:
-    """``sign(close[t] - close[t - lookback])`` (0 before ``lookback`` bars exist or on a tie);
-    with ``long_short=False`` a negative sign is flat instead of short. int8 (n,)."""
-    if lookback < 1:
-        raise ValueError(f"lookback must be >= 1 bar, got {lookback}")
-    prices = np.asarray(close, dtype=np.float64)
-    directions = np.zeros(prices.size, dtype=np.int8)
-    if prices.size > lookback:
-        directions[lookback:] = np.sign(prices[lookback:] - prices[:-lookback]).astype(np.int8)
-    if not long_short:
-        directions[directions < 0] = 0
-    return directions
 
 
 def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
@@ -79,12 +66,6 @@ def ma_cross_directions(close: np.ndarray, fast: int = MA_FAST_BARS, slow: int =
     ready = np.isfinite(slow_ma)
     directions[ready] = np.where(fast_ma[ready] > slow_ma[ready], 1, -1 if long_short else 0)
     return directions
-
-
-def regime_gated_directions(regime_ids: np.ndarray) -> np.ndarray:
-    """Long except in HIGH_VOL and CRISIS (flat there). int8 (n,)."""
-    regimes = np.asarray(regime_ids)
-    return np.where((regimes == HIGH_VOL) | (regimes == CRISIS), 0, 1).astype(np.int8)
 
 
 def random_directions(n: int, seed: int) -> np.ndarray:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,47 +37,13 @@ from himari_env.constants import ACTION_NAMES, REGIME_NAMES
 CURVE_BASELINES = ("buy_and_hold", "flat", "momentum_24_ls", "momentum_168_ls")
 
 
-@dataclass
-class PassRecord:
-    """One deterministic pass: arrays over the n steps of the split."""
+def run_pass(env: Any, choose_action: Any, *, seed: int = 0) -> Any:
+    """One deterministic pass of ``choose_action(obs, bar)`` over ``env`` (a HIMARI stack with
+    ``episode_length=None``): :func:`agents.callbacks.run_policy_pass`, the same rollout as
+    validation (actions filed under the regime the agent observes)."""
+    from agents.callbacks import run_policy_pass
 
-    bar_indices: np.ndarray  # decision bars (n,)
-    actions: np.ndarray  # discrete actions (n,)
-    regimes: np.ndarray  # labeler regime at each decision bar (n,)
-    positions: np.ndarray  # target position held over each step (n,)
-    equity: np.ndarray  # (n + 1,)
-    reward_terms: dict[str, float]  # mean of each reward term
-    mean_reward: float
-
-
-def run_pass(env: Any, choose_action: Any, *, seed: int = 0) -> PassRecord:
-    """Step ``env`` (a Discrete(3) HIMARI stack with ``episode_length=None``) to the end."""
-    observation, info = env.reset(seed=seed)
-    bars, actions, regimes, rewards = [], [], [], []
-    term_sums: dict[str, float] = {}
-    while True:
-        bar = info["bar_index"]
-        action = int(choose_action(observation, bar))
-        bars.append(bar)
-        regimes.append(info["regime"])
-        observation, reward, terminated, truncated, info = env.step(action)
-        actions.append(info.get("action", action))
-        rewards.append(float(reward))
-        for name, value in info["reward_terms"].items():
-            term_sums[name] = term_sums.get(name, 0.0) + float(value)
-        if terminated or truncated:
-            break
-    core = env.unwrapped
-    n = len(actions)
-    return PassRecord(
-        bar_indices=np.asarray(bars),
-        actions=np.asarray(actions, dtype=np.int64),
-        regimes=np.asarray(regimes, dtype=np.int64),
-        positions=core.episode_positions(),
-        equity=core.episode_equity(),
-        reward_terms={name: total / n for name, total in term_sums.items()},
-        mean_reward=float(np.mean(rewards)),
-    )
+    return run_policy_pass(env, choose_action, seed=seed)
 
 
 def action_distribution(actions: np.ndarray, regimes: np.ndarray) -> dict[str, dict[str, float]]:

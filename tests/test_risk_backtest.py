@@ -10,10 +10,11 @@ import pytest
 from himari_env.env import HimariBTCEnv
 from himari_env.market import market_from_prices, returns_from_close
 from himari_env.metrics import calmar_ratio, max_drawdown
-from himari_env.risk.backtest import momentum_directions, run_backtest
+from himari_env.risk.backtest import run_backtest
 from himari_env.risk.calibration import BRAKE_CANDIDATES, calibrate_risk, select_drawdown_brake
 from himari_env.risk.sortino import SortinoConfig
 from himari_env.risk.sortino_calibration import calibrate_sortino
+from himari_env.rules import momentum_directions
 
 
 @pytest.fixture(scope="module")

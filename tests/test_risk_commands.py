@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 
 from experiments.cli import main
-from himari_env.risk.backtest import momentum_directions, run_backtest
+from himari_env.risk.backtest import run_backtest
 from himari_env.risk.config import RiskConfig
 from himari_env.risk.report import load_inputs
 from himari_env.risk.sortino import SortinoConfig
+from himari_env.rules import momentum_directions
 
 
 @pytest.fixture(scope="module")

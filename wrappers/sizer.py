@@ -50,7 +50,6 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from himari_env.constants import CRISIS, HIGH_VOL
 from himari_env.env import core_env
 from himari_env.risk.composer import (
     BINDING_HOLD,
@@ -66,6 +65,7 @@ from himari_env.risk.evt import evt_position_cap
 from himari_env.risk.leverage import leverage_limit
 from himari_env.risk.portfolio_var import var_position_cap
 from himari_env.risk.safe_margin import safe_margin_cap
+from himari_env.rules import momentum_directions, regime_gated_directions
 
 __all__ = [
     "BINDINGS",
@@ -171,13 +171,9 @@ def rule_directions(rule: str, close: np.ndarray, regime_ids: np.ndarray, *, mom
     if rule == "momentum":
         if momentum_lookback < 1:
             raise ValueError(f"momentum_lookback must be >= 1 bar, got {momentum_lookback}")
-        out = np.zeros(n, dtype=np.int8)
-        if n > momentum_lookback:
-            out[momentum_lookback:] = np.sign(prices[momentum_lookback:] - prices[:-momentum_lookback]).astype(np.int8)
-        return out
+        return momentum_directions(prices, momentum_lookback)
     if rule == "regime_gated":
-        regimes = np.asarray(regime_ids)
-        return np.where((regimes == HIGH_VOL) | (regimes == CRISIS), 0, 1).astype(np.int8)
+        return regime_gated_directions(regime_ids)
     raise ValueError(f"direction_source must be one of {list(DIRECTION_RULES)} or 'l2_run', got {rule!r}")
 
 

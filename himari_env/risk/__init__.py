@@ -14,7 +14,7 @@ is :class:`wrappers.risk_action.RSSRiskAction`.
 
 from __future__ import annotations
 
-from himari_env.risk.backtest import BacktestResult, momentum_directions, run_backtest
+from himari_env.risk.backtest import BacktestResult, run_backtest
 from himari_env.risk.calibration import BRAKE_CANDIDATES, calibrate_risk, select_drawdown_brake
 from himari_env.risk.composer import (
     BINDING_HOLD,
@@ -71,6 +71,7 @@ from himari_env.risk.vol_target import (
     trailing_volatility,
     vol_target_scale,
 )
+from himari_env.rules import momentum_directions  # re-exported: the calibration's reference rule
 
 __all__ = [
     "BINDING_HOLD",

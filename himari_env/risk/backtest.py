@@ -31,18 +31,6 @@ from himari_env.risk.config import RiskConfig
 from himari_env.risk.engine import RiskEngine
 
 
-def momentum_directions(close: ArrayLike, lookback: int = 24) -> np.ndarray:
-    """Momentum rule: ``sign(close[t] - close[t - lookback])`` at each bar (0 before
-    ``lookback`` bars exist or when unchanged). int8 (n,), causal."""
-    prices = np.asarray(close, dtype=np.float64)
-    if lookback < 1:
-        raise ValueError(f"lookback must be >= 1, got {lookback}")
-    directions = np.zeros(prices.size, dtype=np.int8)
-    if prices.size > lookback:
-        directions[lookback:] = np.sign(prices[lookback:] - prices[:-lookback]).astype(np.int8)
-    return directions
-
-
 @dataclass(frozen=True)
 class BacktestResult:
     """One pass over decision bars ``start .. stop - 1``.

@@ -99,12 +99,13 @@ def calibrate_risk_report(
     Returns ``(config, report)``: the calibrated :class:`~himari_env.risk.config.RiskConfig`
     and a JSON-ready report.
     """
-    from himari_env.risk.backtest import momentum_directions, run_backtest
+    from himari_env.risk.backtest import run_backtest
     from himari_env.risk.calibration import calibrate_risk, select_drawdown_brake
     from himari_env.risk.engine import RiskEngine
     from himari_env.risk.evt import EVTFitError, fit_tail, tail_es, tail_var
     from himari_env.risk.kelly import estimate_kelly, outcome_totals
     from himari_env.risk.vol_target import VolTargetParams, fit_vol_target
+    from himari_env.rules import momentum_directions
 
     train = inputs.splits["train"]
     config = calibrate_risk(inputs.returns[train], gap_before=inputs.gap_before[train])

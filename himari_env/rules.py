@@ -1,0 +1,32 @@
+"""The direction rules shared by the baselines, the risk calibration and the L3 sizer.
+
+Each returns a causal direction array over the whole series, int8 (n,) with values -1 (short),
+0 (flat) and +1 (long); the value at bar t uses bars <= t only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from himari_env.constants import CRISIS, HIGH_VOL
+
+
+def momentum_directions(close: ArrayLike, lookback: int = 24, *, long_short: bool = True) -> np.ndarray:
+    """``sign(close[t] - close[t - lookback])`` (0 before ``lookback`` bars exist and on a tie);
+    with ``long_short=False`` a negative sign is flat instead of short."""
+    if lookback < 1:
+        raise ValueError(f"lookback must be >= 1 bar, got {lookback}")
+    prices = np.asarray(close, dtype=np.float64)
+    directions = np.zeros(prices.size, dtype=np.int8)
+    if prices.size > lookback:
+        directions[lookback:] = np.sign(prices[lookback:] - prices[:-lookback]).astype(np.int8)
+    if not long_short:
+        directions[directions < 0] = 0
+    return directions
+
+
+def regime_gated_directions(regime_ids: ArrayLike) -> np.ndarray:
+    """Long except in HIGH_VOL and CRISIS (flat there)."""
+    regimes = np.asarray(regime_ids)
+    return np.where((regimes == HIGH_VOL) | (regimes == CRISIS), 0, 1).astype(np.int8)

@@ -12,9 +12,9 @@ from himari_env.market import market_from_prices, returns_from_close
 from himari_env.metrics import calmar_ratio, max_drawdown
 from himari_env.risk.backtest import run_backtest
 from himari_env.risk.calibration import BRAKE_CANDIDATES, calibrate_risk, select_drawdown_brake
-from himari_env.risk.sortino import SortinoConfig
-from himari_env.risk.sortino_calibration import calibrate_sortino
 from himari_env.rules import momentum_directions
+from wrappers.sortino import SortinoConfig
+from wrappers.sortino_calibration import calibrate_sortino
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +65,8 @@ def test_sortino_grid_reports_train_and_test_of_the_reference_rule(synthetic_clo
     from scipy import stats
 
     from himari_env.metrics import sortino_ratio
-    from himari_env.risk.sortino import sortino_rewards
-    from himari_env.risk.sortino_calibration import policy_family, unit_pass
+    from wrappers.sortino import sortino_rewards
+    from wrappers.sortino_calibration import policy_family, unit_pass
 
     returns = returns_from_close(synthetic_close)
     report = calibrate_sortino(returns, synthetic_close, train=slice(200, 4_000), test=slice(4_000, 6_000),

@@ -13,8 +13,8 @@ from experiments.cli import main
 from himari_env.risk.backtest import run_backtest
 from himari_env.risk.config import RiskConfig
 from himari_env.risk.report import load_inputs
-from himari_env.risk.sortino import SortinoConfig
 from himari_env.rules import momentum_directions
+from wrappers.sortino import SortinoConfig
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ Presets:
     ``100 p r - 0.02 is_trade - 50 |r| is_hold [TRENDING] - 30 |r| [p r < 0]
     - 20 |r| [p r < 0] [HIGH_VOL or CRISIS]``.
 ``sortino``
-    The calibrated Sortino shaper of :mod:`himari_env.risk.sortino`.
+    The calibrated Sortino shaper of :mod:`wrappers.sortino`.
 ``pnl``
     The core env's net log return after fees.
 
@@ -252,7 +252,7 @@ class RegimeReward(gym.Wrapper):
         self._expected_abs = expected_abs.tolist()
         self._sortino = None
         if self.config.preset == "sortino":
-            from himari_env.risk.sortino import SortinoShaper
+            from wrappers.sortino import SortinoShaper
 
             self._sortino = SortinoShaper(**self.config.sortino)
         self._decision_bar = 0

@@ -17,7 +17,7 @@ env's exact accounting (fee on turnover at ``--fee-rate``).
     and how often each method bound the size.
 ``calibrate sortino``
     Grid over trade_cost, drawdown_weight and reward_scale (see
-    :mod:`himari_env.risk.sortino_calibration` for the criterion); reports Sortino, max
+    :mod:`wrappers.sortino_calibration` for the criterion); reports Sortino, max
     drawdown, reward-return correlation and trade count of the reference rule, train vs test.
 
 ``--out DIR`` writes ``risk_config.json`` / ``sortino_config.json`` (load them with
@@ -232,8 +232,8 @@ def sortino_table(report: dict[str, Any]) -> str:
 
 
 def run_sortino_from_args(args: argparse.Namespace) -> int:
-    from himari_env.risk.sortino import SortinoConfig
-    from himari_env.risk.sortino_calibration import calibrate_sortino
+    from wrappers.sortino import SortinoConfig
+    from wrappers.sortino_calibration import calibrate_sortino
 
     inputs = load_inputs(args.data, seed=args.seed, n_bars=args.n_bars)
     report = calibrate_sortino(inputs.returns, inputs.close, train=inputs.splits["train"],

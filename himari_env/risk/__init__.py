@@ -57,13 +57,6 @@ from himari_env.risk.portfolio_var import (
 from himari_env.risk.regime_multipliers import RegimeMultipliers, regime_multiplier
 from himari_env.risk.risk_budget import RiskBudgetParams, update_risk_budget
 from himari_env.risk.safe_margin import SafeMarginParams, required_margin, safe_margin_cap
-from himari_env.risk.sortino import (
-    DownsideState,
-    SortinoConfig,
-    SortinoShaper,
-    sortino_reward,
-    sortino_rewards,
-)
 from himari_env.risk.vol_target import (
     VolTargetParams,
     fit_vol_target,
@@ -79,7 +72,6 @@ __all__ = [
     "BRAKE_CANDIDATES",
     "METHOD_ORDER",
     "BacktestResult",
-    "DownsideState",
     "DrawdownBrakeParams",
     "EVTFitError",
     "EVTParams",
@@ -96,8 +88,6 @@ __all__ = [
     "RiskState",
     "SafeMarginParams",
     "Sizing",
-    "SortinoConfig",
-    "SortinoShaper",
     "TailFit",
     "VolTargetParams",
     "binding_method",
@@ -121,8 +111,6 @@ __all__ = [
     "run_backtest",
     "safe_margin_cap",
     "select_drawdown_brake",
-    "sortino_reward",
-    "sortino_rewards",
     "tail_es",
     "tail_var",
     "trailing_std",

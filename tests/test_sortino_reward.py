@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from himari_env.metrics import downside_deviation
-from himari_env.risk.sortino import (
+from wrappers.sortino import (
     DownsideState,
     SortinoConfig,
     SortinoShaper,

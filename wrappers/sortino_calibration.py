@@ -33,8 +33,8 @@ from scipy import stats
 from himari_env.accounting import drawdown_path
 from himari_env.metrics import max_drawdown, sortino_ratio, trade_count
 from himari_env.risk.backtest import run_backtest
-from himari_env.risk.sortino import SortinoConfig, sortino_rewards
 from himari_env.rules import momentum_directions
+from wrappers.sortino import SortinoConfig, sortino_rewards
 
 TRADE_COST_GRID = (0.0, 0.00025, 0.0005, 0.001, 0.002)
 DRAWDOWN_WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0)

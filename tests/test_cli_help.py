@@ -77,7 +77,7 @@ def test_timesteps_and_split_state_their_defaults(capsys: pytest.CaptureFixture[
         main(["train", "--help"])
     train_help = " ".join(capsys.readouterr().out.split())
     assert "--timesteps N total environment steps" in train_help
-    assert "default: the config's train.total_timesteps; cpu-small: 50000" in train_help
+    assert "default: the config's train.total_timesteps; cpu-small: 100000" in train_help
     assert "-v, --verbose" in train_help
     with pytest.raises(SystemExit):
         main(["evaluate", "--help"])

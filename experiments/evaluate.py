@@ -402,7 +402,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="best/best_model.zip", metavar="FILE",
                         help="model file in the run folder; falls back to final_model.zip when absent "
                              "(default: %(default)s, the best by validation)")
-    parser.add_argument("--json", action="store_true", help="print report.json instead of report.md")
+    parser.add_argument("--full", action="store_true",
+                        help="print report.md (every baseline, raw and +rss, significance, actions by regime) "
+                             "instead of the short summary (default: the summary; report.md is always written)")
+    parser.add_argument("--json", action="store_true", help="print report.json instead of the summary")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -415,6 +418,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         from experiments.sizer_eval import format_sizer_markdown
 
         print(format_sizer_markdown(report))
+    elif getattr(args, "full", False):
+        print(format_markdown(report))
     else:
         print(format_console(report, args.run_dir))
     return 0

@@ -89,6 +89,18 @@ def test_flat_baseline_keeps_equity_and_buy_and_hold_pays_one_fee(run_dir):
     assert test["buy_and_hold"]["trade_count"] == 1
 
 
+def test_evaluate_full_prints_every_baseline_and_the_significance(run_dir, capsys):
+    from experiments.cli import main
+
+    assert main(["evaluate", str(run_dir), "--full"]) == 0
+    out = capsys.readouterr().out
+    for name in ("buy-and-hold", "vol_target_bh", "momentum_24_ls", "momentum_168_lf", "momentum_720_ls",
+                 "ma_cross_ls", "ma_cross_lf", "regime_gated", "supervised_hgb", "flat", "random",
+                 "buy_and_hold+rss", "momentum_720_lf+rss"):
+        assert name in out, name
+    assert "## Significance" in out and "PSR vs 0" in out and "DSR" in out
+
+
 def test_resume_continues_from_the_checkpoint_and_keeps_the_best_model_and_history(run_dir):
     # Fault 1: on resume the validation restarted from minus infinity and an empty history, so
     # the first (worse) evaluation after it replaced best_model.zip and erased the history.

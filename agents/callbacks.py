@@ -551,6 +551,19 @@ class ValidationCallback(BaseCallback):
             "eligible": eligible,
             "improved": improved,
         }
+        self._commit(record, value, improved)
+        if self.verbose > 0:
+            marker = " (new best)" if improved else ("" if eligible else " (collapsed: not eligible)")
+            print(
+                f"eval at {self.num_timesteps:,} steps: {self.metric} = {value:.4f}, HOLD {hold_share:.1%}{marker}"
+            )
+        if self.collapse_detector is not None:
+            self.collapse_detector.observe(hold_share)
+        return record
+
+    def _commit(self, record: dict[str, Any], value: float, improved: bool) -> None:
+        """Append ``record`` to the history, keep the best model when ``improved``, persist
+        the validation state and log the best value so far."""
         self.history.append(record)
         _write_json(self.best_model_dir / "evaluations.json", self.history)
         if improved:
@@ -561,14 +574,6 @@ class ValidationCallback(BaseCallback):
         if self.state_path is not None:
             self.state.save(self.state_path)
         self.logger.record(f"eval/best_{self.metric}", self.best_value)
-        if self.verbose > 0:
-            marker = " (new best)" if improved else ("" if eligible else " (collapsed: not eligible)")
-            print(
-                f"eval at {self.num_timesteps:,} steps: {self.metric} = {value:.4f}, HOLD {hold_share:.1%}{marker}"
-            )
-        if self.collapse_detector is not None:
-            self.collapse_detector.observe(hold_share)
-        return record
 
     def _on_training_end(self) -> None:
         if self._eval_env is not None:

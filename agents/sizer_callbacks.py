@@ -35,7 +35,6 @@ from agents.callbacks import (
     PolicyCollapseWarning,
     ResumableCheckpointCallback,
     ValidationCallback,
-    _write_json,
 )
 from agents.config import ExperimentConfig
 from himari_env.artifacts import RunArtifacts, ValidationState
@@ -322,16 +321,7 @@ class SizerValidationCallback(ValidationCallback):
         record = {"num_timesteps": int(self.num_timesteps), "metric": self.metric, "value": value,
                   "hold_share": float(np.mean(first.directions == 0)), "pinned_share": pinned, "means": means,
                   "episodes": summaries, "regime_positions": table, "eligible": eligible, "improved": improved}
-        self.history.append(record)
-        _write_json(self.best_model_dir / "evaluations.json", self.history)
-        if improved:
-            self.best_value = value
-            self.best_num_timesteps = int(self.num_timesteps)
-            self.model.save(self.best_model_dir / "best_model.zip")
-            _write_json(self.best_model_dir / "best_metric.json", record)
-        if self.state_path is not None:
-            self.state.save(self.state_path)
-        self.logger.record(f"eval/best_{self.metric}", self.best_value)
+        self._commit(record, value, improved)
         if self.verbose > 0:
             marker = " (new best)" if improved else ("" if eligible else " (delta pinned: not eligible)")
             print(f"eval at {self.num_timesteps:,} steps: {self.metric} = {value:.4f}, "

@@ -1,17 +1,6 @@
 """``himari fit-regimes``: percentile features, balanced labels, supervised Student-t HMM.
 
-Pipeline (everything fitted on train only):
-
-1. the six rolling-percentile regime features (:mod:`himari_env.features.percentiles`);
-2. the balanced rule-based labels (:mod:`himari_env.regimes.labeler`);
-3. ``chronological_splits(len(frame))`` (warm-up raised when a larger ``--window`` needs it);
-4. :class:`~himari_env.regimes.StudentTHMM` fitted supervised on the train rows, and the
-   same supervised fit of hmmlearn's ``GaussianHMM`` (diagonal) as the baseline;
-5. both models' causal forward filters run once over every decision bar (train, val, test
-   in order: the filter at t sees bars <= t only), and their argmax is scored against the
-   labeler per split: accuracy overall and per regime (the share of a regime's bars the
-   filter names correctly), the confusion matrix (rows: labeler, columns: filter), shares
-   and mean run lengths, and the mean one-step predictive log-likelihood per bar.
+The command line only; the computation and its pipeline are :mod:`himari_env.regimes.fit_report`.
 """
 
 from __future__ import annotations

@@ -232,13 +232,12 @@ def build_baselines(prepared: Any, *, regime_ids: np.ndarray, risk_config: Any |
 
 def _position_pass(returns: np.ndarray, positions: np.ndarray, start: int, stop: int, fee_rate: float,
                    max_leverage: float) -> tuple[np.ndarray, np.ndarray]:
-    """Exact accounting of an arbitrary position path (as the env: float32 action, clamp)."""
+    """An arbitrary position path through the env's accounting (float32 action, clamp)."""
+    from himari_env.accounting import accounting_path
+
     held = np.clip(positions[start:stop].astype(np.float32).astype(np.float64), -max_leverage, max_leverage)
-    previous = np.concatenate(([0.0], held[:-1]))
-    turnover = np.abs(held - previous)
-    growth = (1.0 - fee_rate * turnover) * (1.0 + held * returns[start + 1:stop + 1])
-    equity = np.concatenate(([1.0], np.cumprod(growth)))
-    return equity, held
+    equity, turnover, _, _ = accounting_path(held, returns[start + 1:stop + 1], fee_rate)
+    return equity, held[:turnover.size]
 
 
 @dataclass

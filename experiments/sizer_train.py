@@ -41,7 +41,6 @@ def train_sizer(config: ExperimentConfig, *, run_dir: Path, resume: bool = False
     """Run (or resume) sizer training into ``run_dir``; returns the training summary (the
     arguments mean what they mean for :func:`experiments.train.train`)."""
 
-    from agents.callbacks import latest_checkpoint
     from agents.ppo import make_vec_env_from_config
     from agents.recurrent import build_recurrent_ppo, load_recurrent_ppo
     from agents.sizer_callbacks import make_sizer_callbacks
@@ -86,17 +85,10 @@ def train_sizer(config: ExperimentConfig, *, run_dir: Path, resume: bool = False
     in_process = config.train.n_envs == 1
     vec_env = make_vec_env_from_config(
         config, sizer_env_factory(env_kwargs, prepared if in_process else config.env.data, str(artifacts_dir)))
-    tb_dir = run_dir / "tb"
-    if resume:
-        checkpoint = latest_checkpoint(run_dir / "checkpoints")
-        if checkpoint is None:
-            raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}; cannot resume")
-        steps_done = checkpoint.num_timesteps
-        model = load_recurrent_ppo(checkpoint.model_path, vec_env, config, tensorboard_log=str(tb_dir),
-                                   seed=config.train.seed, num_timesteps=steps_done)
-    else:
-        steps_done = 0
-        model = build_recurrent_ppo(vec_env, config, tensorboard_log=str(tb_dir), seed=config.train.seed)
+    from experiments.train import build_or_resume
+
+    model, steps_done = build_or_resume(build_recurrent_ppo, load_recurrent_ppo, vec_env, config, run_dir=run_dir,
+                                        resume=resume)
 
     def make_validation_env():
         kwargs = {**env_kwargs, "split": config.train.eval_split, "episode_length": None}

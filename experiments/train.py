@@ -162,7 +162,7 @@ def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, over
         return train_sizer(config, run_dir=Path(run_dir), resume=resume, overwrite=overwrite, fold=fold, tag=tag,
                            ledger=ledger, extra_callbacks=extra_callbacks)
 
-    from agents.callbacks import latest_checkpoint, make_training_callbacks
+    from agents.callbacks import make_training_callbacks
     from agents.ppo import build_ppo, load_ppo, make_vec_env_from_config
     from himari_env.artifacts import ARTIFACTS_DIRNAME, RunArtifacts, build_run_artifacts
     from himari_env.pipeline import PipelineConfig, prepare_market
@@ -205,17 +205,7 @@ def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, over
     vec_env = make_vec_env_from_config(
         config, _EnvFactory(env_kwargs, prepared if in_process else config.env.data, str(artifacts_dir))
     )
-    tb_dir = run_dir / "tb"
-    if resume:
-        checkpoint = latest_checkpoint(run_dir / "checkpoints")
-        if checkpoint is None:
-            raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}; cannot resume")
-        steps_done = checkpoint.num_timesteps
-        model = load_ppo(checkpoint.model_path, vec_env, config, tensorboard_log=str(tb_dir),
-                         seed=config.train.seed, num_timesteps=steps_done)
-    else:
-        steps_done = 0
-        model = build_ppo(vec_env, config, tensorboard_log=str(tb_dir), seed=config.train.seed)
+    model, steps_done = build_or_resume(build_ppo, load_ppo, vec_env, config, run_dir=run_dir, resume=resume)
 
     def make_validation_env():
         return make_himari_env(prepared, **{**env_kwargs, "split": config.train.eval_split, "episode_length": None},
@@ -225,6 +215,23 @@ def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, over
                                         validation_state=bundle.validation if resume else None)
     return learn_and_record(model, vec_env, callbacks, config=config, run_dir=run_dir, steps_done=steps_done,
                             resume=resume, ledger=ledger, fold=fold, tag=tag, extra_callbacks=extra_callbacks)
+
+
+def build_or_resume(build: Any, load: Any, vec_env: Any, config: ExperimentConfig, *, run_dir: Path,
+                    resume: bool) -> tuple[Any, int]:
+    """A fresh model (``build``), or the latest checkpoint's (``load``) when resuming; returns
+    the model and the steps already done. Shared by PPO and RecurrentPPO runs."""
+    from agents.callbacks import latest_checkpoint
+
+    tb_dir = str(run_dir / "tb")
+    if not resume:
+        return build(vec_env, config, tensorboard_log=tb_dir, seed=config.train.seed), 0
+    checkpoint = latest_checkpoint(run_dir / "checkpoints")
+    if checkpoint is None:
+        raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}; cannot resume")
+    steps_done = checkpoint.num_timesteps
+    return load(checkpoint.model_path, vec_env, config, tensorboard_log=tb_dir, seed=config.train.seed,
+                num_timesteps=steps_done), steps_done
 
 
 def learn_and_record(model: Any, vec_env: Any, callbacks: Any, *, config: ExperimentConfig, run_dir: Path,

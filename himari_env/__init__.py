@@ -21,7 +21,10 @@ ENV_ID = "HimariBTC-v0"
 SIZER_ENV_ID = "HimariBTCSizer-v0"
 
 if ENV_ID not in registry:
-    register(id=ENV_ID, entry_point="wrappers.stack:make_himari_env")
+    # vector_entry_point: gym.make_vec(ENV_ID, num_envs=N) builds the batched env
+    # (himari_env.vector), N episodes stepped together on arrays.
+    register(id=ENV_ID, entry_point="wrappers.stack:make_himari_env",
+             vector_entry_point="himari_env.vector.gym_vector:make_himari_vector_env")
 if SIZER_ENV_ID not in registry:
     register(id=SIZER_ENV_ID, entry_point="wrappers.sizer:make_himari_sizer_env")
 

@@ -1,0 +1,404 @@
+"""BatchedHimariStack: N episodes of the ``make_himari_env`` stack stepped together on arrays.
+
+This is the engine behind both vector APIs (:class:`~himari_env.vector.sb3.HimariBTCVecEnv`
+for Stable-Baselines3 and :class:`~himari_env.vector.gym_vector.HimariBTCVectorEnv` for
+Gymnasium). It has no autoreset of its own: :meth:`step` ends episodes, the adapters call
+:meth:`reset_envs` for the envs that ended (same-step autoreset).
+
+Per agent step (``decision_interval = k`` bars, fewer when an episode ends inside):
+
+* directions from a table indexed by the discrete action (HOLD 0, LONG +1, SHORT -1);
+* per bar: the RSS layer (:class:`~himari_env.risk.batched.BatchedRiskLayer`) sizes every env
+  (numpy/its own kernel), then :func:`~himari_env.vector.kernels.step_bar` (numba) does the
+  core accounting and the reward preset for every still-active env and adds to the decision's
+  sums, then the layer records the step;
+* the observation is gathered once at the end (one gather into a fresh array).
+
+Everything the single env computes is reproduced bit for bit (the tests compare every env of
+the batch with an independent ``make_himari_env`` stack: observations, rewards, flags, infos).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import seeding
+
+from himari_env.constants import ACTION_DIRECTIONS, N_REGIMES
+from himari_env.vector import kernels as K
+
+INFO_LEVELS = ("full", "training", "none")
+OBSERVATION_MODES = ("window", "index")
+
+
+def _find(env: gym.Env, name: str) -> Any:
+    layer: Any = env
+    while True:
+        if type(layer).__name__ == name:
+            return layer
+        if not hasattr(layer, "env"):
+            return None
+        layer = layer.env
+
+
+class BatchedHimariStack:
+    """N independent episodes of the full HIMARI stack on one market.
+
+    Parameters
+    ----------
+    num_envs : int
+        N, the number of episodes stepped together.
+    data : as :func:`wrappers.stack.make_himari_env`.
+    info_level : ``"full"`` (per env, the single env's ``info``), ``"training"`` (only what
+        the training callbacks read: ``action``, ``bar_index``, ``equity``, ``position``,
+        ``reward_terms``, and ``bankrupt`` when it happens) or ``"none"`` (empty dicts).
+    observation_mode : ``"window"`` (default: the single env's Dict observation with the
+        ``features`` window (context, F)) or ``"index"`` (``bar_index`` int64 (1,) instead of
+        the window: a consumer gathers the window from :attr:`feature_table`, e.g.
+        :class:`agents.feature_gather.FeatureWindowGather`).
+    **env_kwargs : every keyword of ``make_himari_env`` (split, context, reward, regime_source,
+        fee_rate, max_leverage, episode_length, risk, risk_config, seed, artifacts,
+        pipeline_config, decision_interval...). One template stack is built with them, so the
+        arguments are validated, and the risk config calibrated, exactly as for the single env.
+    """
+
+    def __init__(self, num_envs: int, data: Any = "synthetic", *, info_level: str = "full",
+                 observation_mode: str = "window", **env_kwargs: Any) -> None:
+        from himari_env.env import core_env
+        from himari_env.risk.composer import METHOD_ORDER
+        from wrappers.stack import make_himari_env
+
+        if isinstance(num_envs, bool) or int(num_envs) != num_envs or num_envs < 1:
+            raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
+        if info_level not in INFO_LEVELS:
+            raise ValueError(f"info_level must be one of {INFO_LEVELS}, got {info_level!r}")
+        if observation_mode not in OBSERVATION_MODES:
+            raise ValueError(f"observation_mode must be one of {OBSERVATION_MODES}, got {observation_mode!r}")
+        if env_kwargs.get("render_mode") is not None:
+            raise ValueError("the batched env does not render; use make_himari_env(render_mode=...) for one episode")
+        self.num_envs = n = int(num_envs)
+        self.info_level = info_level
+        self.observation_mode = observation_mode
+        self.template = template = make_himari_env(data, **env_kwargs)
+        core = core_env(template)
+        self.core = core
+        market = core.market
+        self.market = market
+        reward_wrapper = _find(template, "RegimeReward")
+        obs_wrapper = _find(template, "RegimeFeatureObservation")
+        risk_wrapper = _find(template, "RSSRiskAction")
+        direction_wrapper = _find(template, "DiscreteDirection")
+        decision_wrapper = _find(template, "DecisionInterval")
+        self.decision_interval = 1 if decision_wrapper is None else int(decision_wrapper.bars)
+        self.context = core.context
+        self.episode_length = core.episode_length
+        self.fee_rate = core.fee_rate
+        self.max_leverage = core.max_leverage
+        self.first_decision, self.end_decision = core.market.decision_range(core.split, core.context)
+
+        # observation arrays
+        self.feature_table: np.ndarray = obs_wrapper._features  # float32 (n_bars, F), read-only
+        self.feature_names: tuple[str, ...] = tuple(obs_wrapper.feature_names)
+        self._obs_regime = np.asarray(obs_wrapper._regimes, dtype=np.int64)
+        # reward arrays
+        config = reward_wrapper.config
+        self.reward_config = config
+        self.preset = config.preset
+        self._preset_code = K.PRESET_CODES[self.preset]
+        names = K.TERM_NAMES[self.preset]
+        if self.preset == "adaptive-log" and not config.adaptive.include_fees:
+            names = names[:4]
+        self.term_names: tuple[str, ...] = names
+        self._n_terms = len(names)
+        self._market = np.ascontiguousarray(
+            np.stack([market.returns, np.asarray(reward_wrapper._sigma), np.asarray(reward_wrapper._expected_abs)],
+                     axis=1), dtype=np.float64)
+        self._reward_regime = np.asarray(reward_wrapper._regimes, dtype=np.int64)
+        self._params = np.zeros(8)
+        self._regime_params = np.zeros((2, N_REGIMES))
+        if self.preset == "adaptive":
+            self._regime_params[0] = config.turnover_costs.per_regime()
+        elif self.preset == "adaptive-log":
+            cfg = config.adaptive
+            self._regime_params[0] = [cfg.trade_cost_fraction(r) for r in range(N_REGIMES)]
+            self._regime_params[1] = [cfg.hold_cost_fraction(r) for r in range(N_REGIMES)]
+            self._params[:2] = (cfg.wrong_direction, 1.0 if cfg.include_fees else 0.0)
+        elif self.preset == "simple":
+            self._params[:2] = (config.simple.pnl_scale, config.simple.trade_cost)
+        elif self.preset == "opportunity":
+            o = config.opportunity
+            self._params[:5] = (o.pnl_scale, o.trade_cost, o.trending_hold_scale, o.wrong_scale, o.risky_wrong_scale)
+        elif self.preset == "sortino":
+            s = reward_wrapper._sortino.config
+            self._params[:4] = (s.trade_cost, s.drawdown_weight, s.reward_scale, s.downside_weight)
+        # info arrays (Python lists: the single env's scalar types)
+        self._timestamps = market.timestamps
+        self._close = market.close.tolist()
+        self._info_regimes = market.regime_ids.tolist()
+        self._gap_before = market.gap_before.tolist()
+
+        # actions
+        self.single_action_space = template.action_space
+        assert isinstance(self.single_action_space, spaces.Discrete)
+        n_actions = int(self.single_action_space.n)
+        self.risk = risk_wrapper is not None
+        self.method_order = METHOD_ORDER
+        if self.risk:
+            from himari_env.risk.batched import BatchedRiskLayer
+
+            self._directions = np.array([int(d) for d in ACTION_DIRECTIONS[:n_actions]], dtype=np.int64)
+            self.risk_layer: Any = BatchedRiskLayer(risk_wrapper.config, market.returns,
+                                                    max_leverage=core.max_leverage, n_envs=n)
+            self.risk_config = risk_wrapper.config
+        else:
+            self._targets = np.array([float(t[0]) for t in direction_wrapper._targets], dtype=np.float64)
+            self.risk_layer = None
+            self.risk_config = None
+        if len(self._directions if self.risk else self._targets) != n_actions:
+            raise ValueError(f"action table has the wrong size for {self.single_action_space}")
+
+        # spaces
+        single = template.observation_space
+        assert isinstance(single, spaces.Dict)
+        if observation_mode == "index":
+            self.single_observation_space = spaces.Dict({
+                "bar_index": spaces.Box(0, market.n_bars - 1, shape=(1,), dtype=np.int64),
+                "regime": single["regime"],
+                "position": single["position"],
+            })
+        else:
+            self.single_observation_space = single
+
+        # state
+        self.istate = np.zeros((n, K.ISTATE_COLS), dtype=np.int64)
+        self.fstate = np.zeros((n, K.FSTATE_COLS), dtype=np.float64)
+        self._out_bar = np.zeros((n, 4))
+        self._terms = np.zeros((n, K.MAX_TERMS))
+        self._acc = np.zeros((n, 3))
+        self._acc_terms = np.zeros((n, K.MAX_TERMS))
+        self._flags = np.zeros((n, 3), dtype=np.bool_)
+        self._active = np.zeros(n, dtype=np.bool_)
+        self._terminated = np.zeros(n, dtype=np.bool_)
+        self._truncated = np.zeros(n, dtype=np.bool_)
+        self._rngs: list[np.random.Generator | None] = [None] * n
+        self._started = np.zeros(n, dtype=np.bool_)
+        self._window_offsets = np.arange(-self.context + 1, 1, dtype=np.int64)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def bar_index(self) -> np.ndarray:
+        """Decision bar of each env, int64 (N,) (a view: do not write)."""
+        return self.istate[:, K.BAR]
+
+    @property
+    def position(self) -> np.ndarray:
+        return self.fstate[:, K.POSITION]
+
+    @property
+    def equity(self) -> np.ndarray:
+        return self.fstate[:, K.EQUITY]
+
+    @property
+    def decision_terms(self) -> np.ndarray:
+        """Reward terms of the latest decision (summed over its bars), float64 (N, MAX_TERMS);
+        column k is ``term_names[k]``."""
+        return self._acc_terms
+
+    # ------------------------------------------------------------------ resets
+    def reset_envs(self, env_ids: Sequence[int] | np.ndarray, seeds: Sequence[int | None] | None = None,
+                   start_bars: Sequence[int | None] | None = None) -> list[dict[str, Any]]:
+        """Start a new episode in each env of ``env_ids``; returns their reset infos.
+
+        ``seeds[j]`` (optional) re-seeds env ``env_ids[j]``'s generator as the single env's
+        ``reset(seed=...)`` does (``gymnasium.utils.seeding.np_random``); without it the env's
+        generator continues. ``start_bars[j]`` (optional) is the single env's
+        ``options={"start_bar": ...}``.
+        """
+        ids = [int(i) for i in env_ids]
+        first, end = self.first_decision, self.end_decision
+        length = self.episode_length
+        for j, i in enumerate(ids):
+            seed = None if seeds is None else seeds[j]
+            if seed is not None:
+                self._rngs[i] = seeding.np_random(int(seed))[0]
+            elif self._rngs[i] is None:
+                self._rngs[i] = seeding.np_random()[0]
+            if length is None:
+                start, stop = first, end
+            else:
+                rng = self._rngs[i]
+                assert rng is not None
+                start = int(rng.integers(first, end - length + 1))
+                stop = start + length
+            bar = None if start_bars is None else start_bars[j]
+            if bar is not None:
+                start = int(bar)
+                if not first <= start < end:
+                    raise ValueError(f"start_bar={start} of env {i} outside the decision range [{first}, {end})")
+                stop = end if length is None else min(start + length, end)
+            self.istate[i] = (start, stop, 0, 0, 0)
+            self.fstate[i] = (0.0, 1.0, 1.0, 0.0, 0.0)
+            self._started[i] = True
+        if self.risk_layer is not None and ids:
+            self.risk_layer.reset(np.asarray(ids, dtype=np.int64), np.ones(len(ids)))
+        return [self._reset_info(i) for i in ids]
+
+    def _reset_info(self, i: int) -> dict[str, Any]:
+        t = int(self.istate[i, K.BAR])
+        if self.info_level == "none":
+            return {}
+        if self.info_level == "training":
+            return {"bar_index": t, "equity": 1.0, "position": 0.0}
+        return {"timestamp": self._timestamps[t], "bar_index": t, "price": self._close[t],
+                "regime": self._info_regimes[t], "position": 0.0, "equity": 1.0, "fee": 0.0, "turnover": 0.0,
+                "drawdown": 0.0, "spans_gap": False, "reward_terms": {"pnl": 0.0}}
+
+    # ------------------------------------------------------------------ observations
+    def observations(self, env_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The observation of every env (or of ``env_ids``) at its current bar, fresh arrays:
+        ``features`` float32 (N, context, F) (window mode) or ``bar_index`` int64 (N, 1)
+        (index mode), ``regime`` int64 (N,), ``position`` float32 (N, 1)."""
+        bars = self.istate[:, K.BAR] if env_ids is None else self.istate[env_ids, K.BAR]
+        positions = self.fstate[:, K.POSITION] if env_ids is None else self.fstate[env_ids, K.POSITION]
+        obs: dict[str, np.ndarray] = {}
+        if self.observation_mode == "window":
+            obs["features"] = self.feature_table[bars[:, None] + self._window_offsets]
+        else:
+            obs["bar_index"] = bars[:, None].copy()
+        obs["regime"] = self._obs_regime[bars]
+        obs["position"] = positions.astype(np.float32)[:, None]
+        return obs
+
+    # ------------------------------------------------------------------ step
+    def check_actions(self, actions: Any) -> np.ndarray:
+        """The actions as int64 (N,), or a ValueError naming the first bad env."""
+        values = np.asarray(actions)
+        if values.shape not in ((self.num_envs,), (self.num_envs, 1)):
+            raise ValueError(f"actions must have shape ({self.num_envs},), got {values.shape}")
+        values = values.reshape(self.num_envs)
+        as_int = values.astype(np.int64)
+        n_actions = int(self.single_action_space.n)
+        bad = np.flatnonzero((as_int != values) | (as_int < 0) | (as_int >= n_actions))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(f"action of env {i} must be an int in [0, {n_actions}), got {values[i]!r}")
+        return as_int
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]] | None]:
+        """One agent decision for every env (``decision_interval`` bars, fewer at an episode's end).
+
+        Returns ``(rewards float64 (N,), terminated bool (N,), truncated bool (N,), infos)``
+        (``infos``: the single env's info per env at ``info_level="full"``, else None: see
+        :meth:`light_infos`); the observation is :meth:`observations` (before any reset). Envs that ended must be
+        reset (:meth:`reset_envs`) before the next step.
+        """
+        if not self._started.all():
+            raise RuntimeError("step() called before every env was reset; call reset() first")
+        acts = self.check_actions(actions)
+        n = self.num_envs
+        k = self.decision_interval
+        full = self.info_level == "full"
+        istate, fstate = self.istate, self.fstate
+        active = self._active
+        active[:] = True
+        self._acc[:] = 0.0
+        self._acc_terms[:] = 0.0
+        istate[:, K.HELD] = 0
+        flags = self._flags
+        infos: list[Any] = [None] * n
+        layer = self.risk_layer
+        directions = self._directions[acts] if layer is not None else None
+        targets = None if layer is not None else self._targets[acts]
+        sizing = None
+        for bar_step in range(k):
+            if layer is not None:
+                bars = istate[:, K.BAR]
+                sizing = layer.size(directions, bars, self._obs_regime[bars], fstate[:, K.POSITION])
+                targets = sizing.positions
+            bad = K.step_bar(active, targets, istate, fstate, self._market, self._reward_regime,
+                             self._preset_code, self._n_terms, self._params, self._regime_params,
+                             self.fee_rate, self.max_leverage, self._out_bar, self._terms, self._acc,
+                             self._acc_terms, flags)
+            if bad >= 0:
+                raise ValueError(f"env {bad}: action {int(acts[bad])} gave target position {targets[bad]!r}, "
+                                 f"not a finite position in [-{self.max_leverage}, {self.max_leverage}] "
+                                 "(max_leverage)")
+            if layer is not None:
+                layer.record_step(istate[:, K.BAR], fstate[:, K.POSITION], fstate[:, K.EQUITY])
+            ended = active & (flags[:, K.FLAG_TERMINATED] | flags[:, K.FLAG_TRUNCATED])
+            last = bar_step == k - 1
+            if full:
+                for i in (np.flatnonzero(active) if last else np.flatnonzero(ended)).tolist():
+                    infos[i] = self._full_info(i, int(acts[i]), sizing)
+            if last:
+                break
+            active &= ~ended
+            if not active.any():
+                break
+        terminated = flags[:, K.FLAG_TERMINATED].copy()
+        truncated = flags[:, K.FLAG_TRUNCATED].copy()
+        rewards = self._acc[:, K.ACC_REWARD].copy()
+        self.last_actions = acts
+        return rewards, terminated, truncated, infos if full else None
+
+    def _terms_dict(self, row: np.ndarray) -> dict[str, float]:
+        return dict(zip(self.term_names, row[: self._n_terms].tolist(), strict=True))
+
+    def _full_info(self, i: int, action: int, sizing: Any) -> dict[str, Any]:
+        t = int(self.istate[i, K.BAR])
+        position, equity, peak = self.fstate[i, : K.PEAK + 1].tolist()
+        k = self.decision_interval
+        if k > 1:
+            fee, turnover = self._acc[i, K.ACC_FEE].item(), self._acc[i, K.ACC_TURNOVER].item()
+        else:
+            fee, turnover = self._out_bar[i, K.OUT_FEE].item(), self._out_bar[i, K.OUT_TURNOVER].item()
+        info: dict[str, Any] = {
+            "timestamp": self._timestamps[t], "bar_index": t, "price": self._close[t],
+            "regime": self._info_regimes[t], "position": position, "equity": equity, "fee": fee,
+            "turnover": turnover, "drawdown": 1.0 - equity / peak, "spans_gap": self._gap_before[t],
+            "reward_terms": self._terms_dict(self._acc_terms[i]),
+            "base_reward": self._out_bar[i, K.OUT_BASE].item(),
+        }
+        if self._flags[i, K.FLAG_TERMINATED]:
+            info["bankrupt"] = True
+        info["action"] = action
+        if sizing is not None:
+            from himari_env.risk.batched import binding_name
+
+            sizes = sizing.sizes[i].tolist()
+            info["risk"] = dict(zip(self.method_order, itertools.pairwise(sizes), strict=True))
+            info["risk_binding"] = binding_name(int(sizing.binding[i]))
+            info["risk_rebalanced"] = bool(sizing.rebalanced[i])
+            info["risk_state"] = self.risk_layer.risk_state_info(i)
+        if k > 1:
+            info["decision_bars"] = int(self.istate[i, K.HELD])
+        return info
+
+    def light_infos(self) -> list[dict[str, Any]]:
+        """The infos of the latest :meth:`step` at ``info_level`` "training" (what the training
+        callbacks read) or "none" (empty dicts), one fresh dict per env."""
+        n = self.num_envs
+        if self.info_level == "none":
+            return [{} for _ in range(n)]
+        names = self.term_names
+        width = self._n_terms
+        infos = [
+            {"action": a, "bar_index": b, "equity": e, "position": p, "reward_terms": dict(zip(names, terms[:width]))}
+            for a, b, e, p, terms in zip(self.last_actions.tolist(), self.istate[:, K.BAR].tolist(),
+                                         self.fstate[:, K.EQUITY].tolist(), self.fstate[:, K.POSITION].tolist(),
+                                         self._acc_terms.tolist(), strict=True)
+        ]
+        terminated = self._flags[:, K.FLAG_TERMINATED]
+        if terminated.any():
+            for i in np.flatnonzero(terminated).tolist():
+                infos[i]["bankrupt"] = True
+        return infos
+
+    def close(self) -> None:
+        self.template.close()
+

@@ -119,14 +119,14 @@ class BatchedHimariStack:
             np.stack([market.returns, np.asarray(reward_wrapper._sigma), np.asarray(reward_wrapper._expected_abs)],
                      axis=1), dtype=np.float64)
         self._reward_regime = np.asarray(reward_wrapper._regimes, dtype=np.int64)
-        self._params = np.zeros(8)
-        self._regime_params = np.zeros((2, N_REGIMES))
+        self._params = np.zeros(K.N_PARAMS)
+        regime_params = self._params[K.P_REGIME:].reshape(2, N_REGIMES)
         if self.preset == "adaptive":
-            self._regime_params[0] = config.turnover_costs.per_regime()
+            regime_params[0] = config.turnover_costs.per_regime()
         elif self.preset == "adaptive-log":
             cfg = config.adaptive
-            self._regime_params[0] = [cfg.trade_cost_fraction(r) for r in range(N_REGIMES)]
-            self._regime_params[1] = [cfg.hold_cost_fraction(r) for r in range(N_REGIMES)]
+            regime_params[0] = [cfg.trade_cost_fraction(r) for r in range(N_REGIMES)]
+            regime_params[1] = [cfg.hold_cost_fraction(r) for r in range(N_REGIMES)]
             self._params[:2] = (cfg.wrong_direction, 1.0 if cfg.include_fees else 0.0)
         elif self.preset == "simple":
             self._params[:2] = (config.simple.pnl_scale, config.simple.trade_cost)
@@ -145,7 +145,7 @@ class BatchedHimariStack:
         # actions
         self.single_action_space = template.action_space
         assert isinstance(self.single_action_space, spaces.Discrete)
-        n_actions = int(self.single_action_space.n)
+        n_actions = self._n_actions = int(self.single_action_space.n)
         self.risk = risk_wrapper is not None
         self.method_order = METHOD_ORDER
         if self.risk:
@@ -177,14 +177,9 @@ class BatchedHimariStack:
         # state
         self.istate = np.zeros((n, K.ISTATE_COLS), dtype=np.int64)
         self.fstate = np.zeros((n, K.FSTATE_COLS), dtype=np.float64)
-        self._out_bar = np.zeros((n, 4))
-        self._terms = np.zeros((n, K.MAX_TERMS))
-        self._acc = np.zeros((n, 3))
-        self._acc_terms = np.zeros((n, K.MAX_TERMS))
-        self._flags = np.zeros((n, 3), dtype=np.bool_)
+        self._work = np.zeros((n, K.WORK_COLS), dtype=np.float64)
         self._active = np.zeros(n, dtype=np.bool_)
-        self._terminated = np.zeros(n, dtype=np.bool_)
-        self._truncated = np.zeros(n, dtype=np.bool_)
+        self._all_started = False
         self._rngs: list[np.random.Generator | None] = [None] * n
         self._started = np.zeros(n, dtype=np.bool_)
         self._window_offsets = np.arange(-self.context + 1, 1, dtype=np.int64)
@@ -205,9 +200,9 @@ class BatchedHimariStack:
 
     @property
     def decision_terms(self) -> np.ndarray:
-        """Reward terms of the latest decision (summed over its bars), float64 (N, MAX_TERMS);
+        """Reward terms of the latest decision (summed over its bars), float64 (N, MAX_TERMS), a view;
         column k is ``term_names[k]``."""
-        return self._acc_terms
+        return self._work[:, K.W_ACC_TERMS:]
 
     # ------------------------------------------------------------------ resets
     def reset_envs(self, env_ids: Sequence[int] | np.ndarray, seeds: Sequence[int | None] | None = None,
@@ -241,7 +236,7 @@ class BatchedHimariStack:
                 if not first <= start < end:
                     raise ValueError(f"start_bar={start} of env {i} outside the decision range [{first}, {end})")
                 stop = end if length is None else min(start + length, end)
-            self.istate[i] = (start, stop, 0, 0, 0)
+            self.istate[i] = (start, stop, 0, 0, 0, 0, 0)
             self.fstate[i] = (0.0, 1.0, 1.0, 0.0, 0.0)
             self._started[i] = True
         if self.risk_layer is not None and ids:
@@ -294,77 +289,82 @@ class BatchedHimariStack:
 
         Returns ``(rewards float64 (N,), terminated bool (N,), truncated bool (N,), infos)``
         (``infos``: the single env's info per env at ``info_level="full"``, else None: see
-        :meth:`light_infos`); the observation is :meth:`observations` (before any reset). Envs that ended must be
-        reset (:meth:`reset_envs`) before the next step.
+        :meth:`light_infos`); the observation is :meth:`observations` (before any reset).
+        Envs that ended must be reset (:meth:`reset_envs`) before the next step.
         """
-        if not self._started.all():
-            raise RuntimeError("step() called before every env was reset; call reset() first")
-        acts = self.check_actions(actions)
-        n = self.num_envs
-        k = self.decision_interval
-        full = self.info_level == "full"
-        istate, fstate = self.istate, self.fstate
-        active = self._active
-        active[:] = True
-        self._acc[:] = 0.0
-        self._acc_terms[:] = 0.0
-        istate[:, K.HELD] = 0
-        flags = self._flags
-        infos: list[Any] = [None] * n
-        layer = self.risk_layer
-        directions = self._directions[acts] if layer is not None else None
-        targets = None if layer is not None else self._targets[acts]
-        sizing = None
-        for bar_step in range(k):
-            if layer is not None:
-                bars = istate[:, K.BAR]
-                sizing = layer.size(directions, bars, self._obs_regime[bars], fstate[:, K.POSITION])
-                targets = sizing.positions
-            bad = K.step_bar(active, targets, istate, fstate, self._market, self._reward_regime,
-                             self._preset_code, self._n_terms, self._params, self._regime_params,
-                             self.fee_rate, self.max_leverage, self._out_bar, self._terms, self._acc,
-                             self._acc_terms, flags)
-            if bad >= 0:
-                raise ValueError(f"env {bad}: action {int(acts[bad])} gave target position {targets[bad]!r}, "
-                                 f"not a finite position in [-{self.max_leverage}, {self.max_leverage}] "
-                                 "(max_leverage)")
-            if layer is not None:
-                layer.record_step(istate[:, K.BAR], fstate[:, K.POSITION], fstate[:, K.EQUITY])
-            ended = active & (flags[:, K.FLAG_TERMINATED] | flags[:, K.FLAG_TRUNCATED])
-            last = bar_step == k - 1
-            if full:
-                for i in (np.flatnonzero(active) if last else np.flatnonzero(ended)).tolist():
-                    infos[i] = self._full_info(i, int(acts[i]), sizing)
-            if last:
-                break
-            active &= ~ended
-            if not active.any():
-                break
-        terminated = flags[:, K.FLAG_TERMINATED].copy()
-        truncated = flags[:, K.FLAG_TRUNCATED].copy()
-        rewards = self._acc[:, K.ACC_REWARD].copy()
+        if not self._all_started:
+            if not self._started.all():
+                raise RuntimeError("step() called before every env was reset; call reset() first")
+            self._all_started = True
+        acts = actions if (type(actions) is np.ndarray and actions.dtype == np.int64
+                           and actions.shape == (self.num_envs,)) else self.check_actions(actions)
+        istate, fstate, work, active = self.istate, self.fstate, self._work, self._active
+        bad = K.begin_decision(acts, self._n_actions, istate, work, active)
+        if bad >= 0:
+            raise ValueError(f"action of env {bad} must be an int in [0, {self._n_actions}), got {acts[bad]!r}")
         self.last_actions = acts
-        return rewards, terminated, truncated, infos if full else None
+        layer = self.risk_layer
+        full = self.info_level == "full"
+        infos: list[Any] | None = [None] * self.num_envs if full else None
+        if layer is None:
+            bad = K.step_decision(acts, self._targets, self.decision_interval, istate, fstate, work, self._market,
+                                  self._reward_regime, self._preset_code, self._n_terms, self._params,
+                                  self.fee_rate, self.max_leverage)
+            if bad >= 0:
+                self._bad_target(bad, acts, self._targets[acts])
+            if infos is not None:
+                for i, action in enumerate(acts.tolist()):
+                    infos[i] = self._full_info(i, action, None)
+        else:
+            self._step_bars(acts, infos)
+        return (work[:, K.W_ACC_REWARD].copy(), istate[:, K.TERMINATED].astype(np.bool_),
+                istate[:, K.TRUNCATED].astype(np.bool_), infos)
 
-    def _terms_dict(self, row: np.ndarray) -> dict[str, float]:
-        return dict(zip(self.term_names, row[: self._n_terms].tolist(), strict=True))
+    def _step_bars(self, acts: np.ndarray, infos: list[Any] | None) -> None:
+        """The decision bar by bar with the risk layer sizing every bar; full infos are taken at
+        each env's last bar, while the layer's state is that bar's."""
+        istate, fstate, active, layer = self.istate, self.fstate, self._active, self.risk_layer
+        k = self.decision_interval
+        directions = self._directions[acts]
+        for bar_step in range(k):
+            before = active.copy() if infos is not None else None
+            bars = istate[:, K.BAR]
+            sizing = layer.size(directions, bars, self._obs_regime[bars], fstate[:, K.POSITION])
+            targets = sizing.positions
+            bad = K.step_bar(active, targets, istate, fstate, self._work, self._market, self._reward_regime,
+                             self._preset_code, self._n_terms, self._params, self.fee_rate, self.max_leverage)
+            if bad >= 0:
+                self._bad_target(bad, acts, targets)
+            layer.record_step(istate[:, K.BAR], fstate[:, K.POSITION], fstate[:, K.EQUITY])
+            last = bar_step == k - 1
+            if infos is not None:
+                assert before is not None
+                for i in np.flatnonzero(before if last else before & ~active).tolist():
+                    infos[i] = self._full_info(i, int(acts[i]), sizing)
+            if last or not active.any():
+                break
+
+    def _bad_target(self, i: int, acts: np.ndarray, targets: Any) -> None:
+        raise ValueError(f"env {i}: action {int(acts[i])} gave target position {float(targets[i])!r}, not a finite "
+                         f"position in [-{self.max_leverage}, {self.max_leverage}] (max_leverage)")
 
     def _full_info(self, i: int, action: int, sizing: Any) -> dict[str, Any]:
         t = int(self.istate[i, K.BAR])
         position, equity, peak = self.fstate[i, : K.PEAK + 1].tolist()
         k = self.decision_interval
+        work = self._work[i].tolist()
         if k > 1:
-            fee, turnover = self._acc[i, K.ACC_FEE].item(), self._acc[i, K.ACC_TURNOVER].item()
+            fee, turnover = work[K.W_ACC_FEE], work[K.W_ACC_TURNOVER]
         else:
-            fee, turnover = self._out_bar[i, K.OUT_FEE].item(), self._out_bar[i, K.OUT_TURNOVER].item()
+            fee, turnover = work[K.W_FEE], work[K.W_TURNOVER]
         info: dict[str, Any] = {
             "timestamp": self._timestamps[t], "bar_index": t, "price": self._close[t],
             "regime": self._info_regimes[t], "position": position, "equity": equity, "fee": fee,
             "turnover": turnover, "drawdown": 1.0 - equity / peak, "spans_gap": self._gap_before[t],
-            "reward_terms": self._terms_dict(self._acc_terms[i]),
-            "base_reward": self._out_bar[i, K.OUT_BASE].item(),
+            "reward_terms": dict(zip(self.term_names, work[K.W_ACC_TERMS:K.W_ACC_TERMS + self._n_terms], strict=True)),
+            "base_reward": work[K.W_BASE],
         }
-        if self._flags[i, K.FLAG_TERMINATED]:
+        if self.istate[i, K.TERMINATED]:
             info["bankrupt"] = True
         info["action"] = action
         if sizing is not None:
@@ -391,9 +391,9 @@ class BatchedHimariStack:
             {"action": a, "bar_index": b, "equity": e, "position": p, "reward_terms": dict(zip(names, terms[:width]))}
             for a, b, e, p, terms in zip(self.last_actions.tolist(), self.istate[:, K.BAR].tolist(),
                                          self.fstate[:, K.EQUITY].tolist(), self.fstate[:, K.POSITION].tolist(),
-                                         self._acc_terms.tolist(), strict=True)
+                                         self._work[:, K.W_ACC_TERMS:].tolist(), strict=True)
         ]
-        terminated = self._flags[:, K.FLAG_TERMINATED]
+        terminated = self.istate[:, K.TERMINATED]
         if terminated.any():
             for i in np.flatnonzero(terminated).tolist():
                 infos[i]["bankrupt"] = True

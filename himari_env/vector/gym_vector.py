@@ -87,13 +87,10 @@ class HimariBTCVectorEnv(VectorEnv):
         batch = self.batch
         rewards, terminated, truncated, step_infos = batch.step(actions)
         obs = batch.observations()
-        if step_infos is not None:
-            infos = self._merge(self._all, step_infos)
-        elif batch.info_level == "training":
-            infos = self._training_infos()
-        else:
-            infos = {}
+        level = batch.info_level
         ended = np.flatnonzero(terminated | truncated)
+        final: dict[str, Any] = {}
+        reset_infos: list[dict[str, Any]] = []
         if ended.size:
             final_obs = np.full(self.num_envs, None, dtype=object)
             for i in ended.tolist():
@@ -102,21 +99,23 @@ class HimariBTCVectorEnv(VectorEnv):
                 final_obs[i] = single
             mask = np.zeros(self.num_envs, dtype=np.bool_)
             mask[ended] = True
-            if batch.info_level == "none":
-                final_info: dict[str, Any] = {}
-            else:
-                per_env = step_infos if step_infos is not None else batch.light_infos()
-                final_info = self._merge(ended, [per_env[i] for i in ended.tolist()])
+            per_env = step_infos if step_infos is not None else (batch.light_infos() if level == "training" else None)
+            final_info = {} if per_env is None else self._merge(ended, [per_env[i] for i in ended.tolist()])
+            final = {"final_obs": final_obs, "_final_obs": mask, "final_info": final_info, "_final_info": mask.copy()}
             reset_infos = batch.reset_envs(ended)
             fresh = batch.observations(ended)
             for key, values in fresh.items():
                 obs[key][ended] = values
-            if batch.info_level != "none":
-                # the ended envs' top-level info is their reset info (SyncVectorEnv, SAME_STEP)
-                infos = self._drop(infos, ended)
-                infos = self._merge(ended, reset_infos, infos)
-            infos["final_obs"], infos["_final_obs"] = final_obs, mask
-            infos["final_info"], infos["_final_info"] = final_info, mask.copy()
+        if step_infos is not None:
+            # an ended env's top-level info is its reset info (SyncVectorEnv, SAME_STEP)
+            for i, reset_info in zip(ended.tolist(), reset_infos, strict=True):
+                step_infos[i] = reset_info
+            infos = self._merge(self._all, step_infos)
+        elif level == "training":
+            infos = self._training_infos(ended)
+        else:
+            infos = {}
+        infos.update(final)
         return obs, rewards, terminated, truncated, infos
 
     # ------------------------------------------------------------------ infos
@@ -126,36 +125,27 @@ class HimariBTCVectorEnv(VectorEnv):
             merged = self._add_info(merged, info, i)
         return merged
 
-    def _drop(self, infos: dict[str, Any], ended: np.ndarray) -> dict[str, Any]:
-        """``infos`` with the entries of envs ``ended`` masked out (their step info moves to
-        ``final_info``)."""
-        out: dict[str, Any] = {}
-        for key, value in infos.items():
-            if key.startswith("_"):
-                continue
-            if isinstance(value, dict):
-                out[key] = self._drop(value, ended)
-                continue
-            mask = infos.get(f"_{key}", np.ones(self.num_envs, dtype=np.bool_)).copy()
-            mask[ended] = False
-            if mask.any():
-                out[key], out[f"_{key}"] = value, mask
-        return out
-
-    def _training_infos(self) -> dict[str, Any]:
+    def _training_infos(self, ended: np.ndarray) -> dict[str, Any]:
+        """Arrays of the training keys; an env that ended (and was reset) shows its reset
+        info's keys (bar_index, equity, position), its action and reward terms are masked out
+        (they are in ``final_info``)."""
         batch = self.batch
         every = np.ones(self.num_envs, dtype=np.bool_)
+        stepped = every.copy()
+        stepped[ended] = False
         infos: dict[str, Any] = {
-            "action": batch.last_actions.copy(), "_action": every,
-            "bar_index": batch.bar_index.copy(), "_bar_index": every.copy(),
+            "action": batch.last_actions.copy(), "_action": stepped,
+            "bar_index": batch.bar_index.copy(), "_bar_index": every,
             "equity": batch.equity.copy(), "_equity": every.copy(),
             "position": batch.position.copy(), "_position": every.copy(),
         }
         terms = batch.decision_terms
-        infos["reward_terms"] = {}
+        reward_terms: dict[str, np.ndarray] = {}
         for k, name in enumerate(batch.term_names):
-            infos["reward_terms"][name] = terms[:, k].copy()
-            infos["reward_terms"][f"_{name}"] = every.copy()
+            reward_terms[name] = terms[:, k].copy()
+            reward_terms[f"_{name}"] = stepped.copy()
+        if stepped.any():
+            infos["reward_terms"], infos["_reward_terms"] = reward_terms, stepped.copy()
         return infos
 
     def close_extras(self, **kwargs: Any) -> None:

@@ -61,6 +61,9 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 VALIDATION_METRICS: tuple[str, ...] = ("sharpe", "total_return", "mean_reward")
 POOLINGS: tuple[str, ...] = ("last", "mean")
 START_METHODS: tuple[str, ...] = ("forkserver", "spawn", "fork")
+#: ``train.vectorization``: the batched env (himari_env.vector, in process) or one
+#: ``make_himari_env`` per ``SubprocVecEnv`` worker (the path before issue 12).
+VECTORIZATIONS: tuple[str, ...] = ("batched", "subproc")
 COLLAPSE_SOURCES: tuple[str, ...] = ("rollout", "eval")
 #: Entropy coefficients the design log found to avoid action collapse (sessions 3 and 13).
 LOG_ENT_COEF_RANGE: tuple[float, float] = (0.05, 0.10)
@@ -292,11 +295,18 @@ class TrainConfig:
     when ``"eval"``) and stops training if ``stop_on_collapse``. ``torch_threads`` (None:
     torch's default) is applied process-wide by :func:`agents.ppo.build_ppo`; the small
     model on a shared 2-core CPU trains fastest with 1.
+
+    ``vectorization`` (with ``n_envs > 1``): ``"batched"`` (default) steps the ``n_envs``
+    episodes together in this process (:class:`himari_env.vector.HimariBTCVecEnv`, equal env
+    for env to the single-env stack, same per-env seeds ``seed + k``); ``"subproc"`` runs one
+    single-env stack per ``SubprocVecEnv`` worker started with ``vec_env_start_method``. The
+    L3 sizer (``algo: recurrent_ppo``) always uses worker processes.
     """
 
     seed: int = 0
     total_timesteps: int = 1_000_000
     n_envs: int = 1
+    vectorization: str = "batched"
     vec_env_start_method: str = "forkserver"
     eval_freq: int = 50_000
     eval_episodes: int = 1
@@ -322,6 +332,7 @@ class TrainConfig:
         )
         _require(self.n_envs >= 1, "train.n_envs", f"must be >= 1, got {self.n_envs}")
         _one_of(self.vec_env_start_method, START_METHODS, "train.vec_env_start_method")
+        _one_of(self.vectorization, VECTORIZATIONS, "train.vectorization")
         _require(
             self.eval_freq >= 0,
             "train.eval_freq",

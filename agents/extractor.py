@@ -22,16 +22,35 @@ and the positional embedding keep PyTorch's / our initialisation.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from agents.feature_gather import FeatureWindowGather
 from himari_env.constants import N_REGIMES
 
 __all__ = ["RegimeTransformerExtractor"]
 
 OBSERVATION_KEYS: tuple[str, ...] = ("features", "regime", "position")
+#: The index-observation mode of the batched env: the bar index replaces the window.
+INDEX_OBSERVATION_KEYS: tuple[str, ...] = ("bar_index", "regime", "position")
+
+
+def _check_index_observation_space(observation_space: spaces.Dict, feature_table: np.ndarray | None,
+                                   context: int | None) -> tuple[int, int]:
+    """``(context, n_features)`` of an index-mode space, or a ValueError naming what is missing."""
+    missing = [key for key in INDEX_OBSERVATION_KEYS if key not in observation_space.spaces]
+    if missing:
+        raise ValueError(f"observation space lacks key(s) {missing}; it has {list(observation_space.spaces)}")
+    if feature_table is None or context is None:
+        raise ValueError("an index-mode observation ('bar_index' instead of 'features') needs feature_table= "
+                         "(the env's BatchedHimariStack.feature_table) and context=")
+    table = np.asarray(feature_table)
+    if table.ndim != 2:
+        raise ValueError(f"feature_table must be (n_bars, n_features), got shape {table.shape}")
+    return int(context), int(table.shape[1])
 
 
 def _check_observation_space(observation_space: spaces.Space) -> tuple[int, int]:
@@ -82,12 +101,19 @@ class RegimeTransformerExtractor(BaseFeaturesExtractor):
     context : int or None
         Expected window length; a mismatch with the observation space raises ValueError
         (the config's ``env.context`` against the env actually built). None: take it from
-        the space.
+        the space. Required in index mode.
+    feature_table : float32 (n_bars, F) or None
+        Index mode (the batched env's ``observation_mode="index"``: ``bar_index`` instead of
+        ``features``): the market's feature table
+        (:attr:`himari_env.vector.BatchedHimariStack.feature_table`); windows are gathered
+        from it on the model's device by :class:`agents.feature_gather.FeatureWindowGather`.
+        The outputs equal the window mode's for the same bars and weights.
 
     Notes
     -----
-    Input (as SB3 preprocesses it): ``features`` float (B, C, F), ``regime`` one-hot float
-    (B, 4) or (B, 1, 4), ``position`` float (B, 1). Output float (B, 2 * d_model).
+    Input (as SB3 preprocesses it): ``features`` float (B, C, F) or ``bar_index`` float
+    (B, 1), ``regime`` one-hot float (B, 4) or (B, 1, 4), ``position`` float (B, 1). Output
+    float (B, 2 * d_model).
     """
 
     def __init__(
@@ -100,8 +126,14 @@ class RegimeTransformerExtractor(BaseFeaturesExtractor):
         dropout: float = 0.0,
         pooling: str = "last",
         context: int | None = None,
+        feature_table: np.ndarray | None = None,
     ) -> None:
-        space_context, n_features = _check_observation_space(observation_space)
+        index_mode = isinstance(observation_space, spaces.Dict) and "bar_index" in observation_space.spaces \
+            and "features" not in observation_space.spaces
+        if index_mode:
+            space_context, n_features = _check_index_observation_space(observation_space, feature_table, context)
+        else:
+            space_context, n_features = _check_observation_space(observation_space)
         if context is not None and context != space_context:
             raise ValueError(
                 f"context mismatch: the extractor expects a window of {context} bars but the "
@@ -126,6 +158,7 @@ class RegimeTransformerExtractor(BaseFeaturesExtractor):
         self.context = space_context
         self.n_features = n_features
         self.pooling = pooling
+        self.gather = FeatureWindowGather(feature_table, space_context) if index_mode else None
 
         self.feature_projection = nn.Linear(n_features, d_model)
         self.positional_embedding = nn.Parameter(torch.empty(space_context, d_model))
@@ -148,7 +181,8 @@ class RegimeTransformerExtractor(BaseFeaturesExtractor):
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         """Map a batch of observations to (B, 2 * d_model) features."""
-        tokens = self.feature_projection(observations["features"]) + self.positional_embedding
+        features = observations["features"] if self.gather is None else self.gather(observations["bar_index"])
+        tokens = self.feature_projection(features) + self.positional_embedding
         encoded = self.encoder(tokens)
         pooled = encoded[:, -1, :] if self.pooling == "last" else encoded.mean(dim=1)
         # SB3 one-hot encodes Discrete entries as (B, 4) at predict time but (B, 1, 4) from

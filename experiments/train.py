@@ -134,6 +134,28 @@ class _EnvFactory:
         return thunk
 
 
+def uses_batched_env(config: ExperimentConfig) -> bool:
+    """True when a PPO run steps its ``n_envs > 1`` episodes in the batched env
+    (``train.vectorization: batched``, the default), False for one env or ``subproc``."""
+    return config.train.n_envs > 1 and config.train.vectorization == "batched"
+
+
+def make_batched_vec_env(config: ExperimentConfig, prepared: Any, env_kwargs: dict[str, Any], artifacts_dir: str) -> Any:
+    """``train.n_envs`` episodes of the configured stack in one
+    :class:`~himari_env.vector.HimariBTCVecEnv` (training infos), monitored and seeded exactly
+    as :func:`agents.ppo.make_vec_env_from_config` seeds its workers: env k resets first with
+    ``train.seed + k`` and continues its own generator after that."""
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from himari_env.vector import HimariBTCVecEnv
+
+    batched = HimariBTCVecEnv(config.train.n_envs, prepared, info_level="training", artifacts=artifacts_dir,
+                              **env_kwargs)
+    vec_env = VecMonitor(batched)
+    vec_env.seed(config.train.seed)
+    return vec_env
+
+
 def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, overwrite: bool = False,
           fold: int | None = None, tag: str | None = None, ledger: str | Path | None = None,
           extra_callbacks: list | None = None, frame: pd.DataFrame | None = None) -> dict[str, Any]:
@@ -201,10 +223,13 @@ def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, over
 
     env_kwargs = config.env.env_kwargs()
     env_kwargs.pop("data")
-    in_process = config.train.n_envs == 1 or own_frame
-    vec_env = make_vec_env_from_config(
-        config, _EnvFactory(env_kwargs, prepared if in_process else config.env.data, str(artifacts_dir))
-    )
+    if uses_batched_env(config):
+        vec_env = make_batched_vec_env(config, prepared, env_kwargs, str(artifacts_dir))
+    else:
+        in_process = config.train.n_envs == 1 or own_frame
+        vec_env = make_vec_env_from_config(
+            config, _EnvFactory(env_kwargs, prepared if in_process else config.env.data, str(artifacts_dir))
+        )
     model, steps_done = build_or_resume(build_ppo, load_ppo, vec_env, config, run_dir=run_dir, resume=resume)
 
     def make_validation_env():

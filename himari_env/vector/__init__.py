@@ -11,9 +11,10 @@ start and actions (``tests/test_vector_env.py``).
 
 from __future__ import annotations
 
+from typing import Any
+
 from himari_env.vector.batch import INFO_LEVELS, OBSERVATION_MODES, BatchedHimariStack
 from himari_env.vector.gym_vector import HimariBTCVectorEnv, make_himari_vector_env
-from typing import Any
 
 
 def __getattr__(name: str) -> Any:

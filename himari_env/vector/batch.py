@@ -277,7 +277,7 @@ class BatchedHimariStack:
             raise ValueError(f"actions must have shape ({self.num_envs},), got {values.shape}")
         values = values.reshape(self.num_envs)
         as_int = values.astype(np.int64)
-        n_actions = int(self.single_action_space.n)
+        n_actions = self._n_actions
         bad = np.flatnonzero((as_int != values) | (as_int < 0) | (as_int >= n_actions))
         if bad.size:
             i = int(bad[0])

@@ -158,7 +158,10 @@ class RegimeTransformerExtractor(BaseFeaturesExtractor):
         self.context = space_context
         self.n_features = n_features
         self.pooling = pooling
-        self.gather = FeatureWindowGather(feature_table, space_context) if index_mode else None
+        self.gather = None
+        if index_mode:
+            assert feature_table is not None  # checked above
+            self.gather = FeatureWindowGather(feature_table, space_context)
 
         self.feature_projection = nn.Linear(n_features, d_model)
         self.positional_embedding = nn.Parameter(torch.empty(space_context, d_model))

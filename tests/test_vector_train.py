@@ -105,7 +105,7 @@ def test_train_uses_the_batched_env_unless_subproc_is_asked():
     assert uses_batched_env(tiny_config(n_envs=2))
     assert not uses_batched_env(tiny_config(n_envs=2, vectorization="subproc"))
     assert not uses_batched_env(tiny_config(n_envs=1))
-    with pytest.raises(ConfigError, match="train.vectorization"):
+    with pytest.raises(ConfigError, match=r"train\.vectorization"):
         TrainConfig(vectorization="threads")
 
 

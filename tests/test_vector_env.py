@@ -159,6 +159,20 @@ def test_bankruptcy_terminates_like_the_single_env(prepared):
     assert ends["terminated"] >= 3
 
 
+def test_an_ended_episode_must_be_reset_before_stepping(prepared):
+    batch = BatchedHimariStack(2, prepared, context=CONTEXT, episode_length=2, risk=False)
+    with pytest.raises(RuntimeError, match="before every env was reset"):
+        batch.step(np.array([0, 0]))
+    batch.reset_envs([0, 1], [0, 1])
+    batch.step(np.array([1, 2]))
+    _, _, truncated, _ = batch.step(np.array([1, 2]))
+    assert truncated.all()
+    with pytest.raises(RuntimeError, match="env 0's episode ended"):
+        batch.step(np.array([0, 0]))
+    batch.reset_envs([0, 1])
+    batch.step(np.array([0, 0]))
+
+
 def test_training_infos_are_the_full_infos_subset(prepared, risk_config):
     kwargs = {"context": CONTEXT, "episode_length": 8, "risk_config": risk_config, "decision_interval": 2}
     full = HimariBTCVecEnv(3, prepared, **kwargs)

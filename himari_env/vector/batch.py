@@ -300,6 +300,8 @@ class BatchedHimariStack:
                            and actions.shape == (self.num_envs,)) else self.check_actions(actions)
         istate, fstate, work, active = self.istate, self.fstate, self._work, self._active
         bad = K.begin_decision(acts, self._n_actions, istate, work, active)
+        if bad <= -2:
+            raise RuntimeError(f"step() called after env {-2 - bad}'s episode ended; reset it first (reset_envs)")
         if bad >= 0:
             raise ValueError(f"action of env {bad} must be an int in [0, {self._n_actions}), got {acts[bad]!r}")
         self.last_actions = acts

@@ -244,10 +244,13 @@ def _step_env(i: int, target: float, istate: np.ndarray, fstate: np.ndarray, wor
 def begin_decision(actions: np.ndarray, n_actions: int, istate: np.ndarray, work: np.ndarray,
                    active: np.ndarray) -> int:  # pragma: no cover - compiled
     """Check ``actions`` (int64 (N,)) are in [0, n_actions) and clear the decision's sums;
-    returns the first bad env's index, or -1."""
+    returns the first bad env's index, or -1; ``-2 - i`` when env ``i``'s episode has ended
+    (it must be reset first)."""
     for i in range(actions.shape[0]):
         if actions[i] < 0 or actions[i] >= n_actions:
             return i
+        if istate[i, BAR] >= istate[i, STOP]:
+            return -2 - i
     for i in range(actions.shape[0]):
         for c in range(W_ACC_REWARD, W_SCRATCH):
             work[i, c] = 0.0

@@ -96,23 +96,25 @@ def _run_lockstep(prepared, env_kwargs: dict[str, Any], *, n_envs: int, seed: in
     return ends
 
 
-@settings(max_examples=14, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     preset=st.sampled_from(REWARD_PRESETS),
     risk=st.booleans(),
     decision_interval=st.sampled_from([1, 3]),
     episode_length=st.integers(4, 11),
+    action_set=st.sampled_from(["long_short", "long_flat"]),
     seed=st.integers(0, 2**31 - 1),
     data=st.data(),
 )
 def test_every_env_of_the_batch_is_the_single_env_stack(prepared, risk_config, preset, risk, decision_interval,
-                                                        episode_length, seed, data):
+                                                        episode_length, action_set, seed, data):
     n_envs = 3
     steps = data.draw(st.integers(1, 12), label="steps")
-    actions = np.array(data.draw(st.lists(st.lists(st.integers(0, 2), min_size=n_envs, max_size=n_envs),
+    top = 2 if action_set == "long_short" else 1
+    actions = np.array(data.draw(st.lists(st.lists(st.integers(0, top), min_size=n_envs, max_size=n_envs),
                                           min_size=steps, max_size=steps), label="actions"), dtype=np.int64)
     kwargs = {"context": CONTEXT, "episode_length": episode_length, "reward": preset, "risk": risk,
-              "decision_interval": decision_interval}
+              "decision_interval": decision_interval, "action_set": action_set}
     if risk:
         kwargs["risk_config"] = risk_config
     _run_lockstep(prepared, kwargs, n_envs=n_envs, seed=seed, actions=actions)
@@ -231,6 +233,16 @@ def test_sb3_attribute_access(prepared, risk_config):
         env.set_attr("context", 3)
     with pytest.raises(ValueError, match="action of env 1"):
         env.step(np.array([0, 3]))
+
+
+def test_the_long_flat_action_set_has_two_actions(prepared, risk_config):
+    for risk in (True, False):
+        env = HimariBTCVecEnv(2, prepared, context=CONTEXT, episode_length=5, risk=risk, risk_config=risk_config,
+                              action_set="long_flat")
+        assert env.action_space == gym.spaces.Discrete(2)
+        env.reset()
+        with pytest.raises(ValueError, match=r"action of env 0 must be an int in \[0, 2\)"):
+            env.step(np.array([2, 0]))
 
 
 def test_make_vec_builds_the_batched_env_with_same_step_autoreset(prepared):

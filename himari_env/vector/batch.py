@@ -142,7 +142,8 @@ class BatchedHimariStack:
         self._info_regimes = market.regime_ids.tolist()
         self._gap_before = market.gap_before.tolist()
 
-        # actions
+        # actions: a direction table indexed by the discrete action (action_set "long_short":
+        # Discrete(3) HOLD/LONG/SHORT; "long_flat": Discrete(2) HOLD/LONG)
         self.single_action_space = template.action_space
         assert isinstance(self.single_action_space, spaces.Discrete)
         n_actions = self._n_actions = int(self.single_action_space.n)
@@ -156,7 +157,8 @@ class BatchedHimariStack:
                                                     max_leverage=core.max_leverage, n_envs=n)
             self.risk_config = risk_wrapper.config
         else:
-            self._targets = np.array([float(t[0]) for t in direction_wrapper._targets], dtype=np.float64)
+            # the indices keep their meaning in every action set (0 HOLD, 1 LONG, 2 SHORT)
+            self._targets = np.array([float(t[0]) for t in direction_wrapper._targets[:n_actions]], dtype=np.float64)
             self.risk_layer = None
             self.risk_config = None
         if len(self._directions if self.risk else self._targets) != n_actions:

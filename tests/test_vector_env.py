@@ -142,7 +142,7 @@ def test_a_full_pass_without_episode_length_is_the_deterministic_pass(prepared, 
     batch.reset_envs([0, 1], [0, 1])
     first, end = batch.first_decision, batch.end_decision
     assert batch.bar_index.tolist() == [first, first]
-    assert batch.istate[:, 1].tolist() == [end, end]
+    assert batch.istate[1].tolist() == [end, end]
 
 
 def test_bankruptcy_terminates_like_the_single_env(prepared):

@@ -177,8 +177,8 @@ class BatchedHimariStack:
             self.single_observation_space = single
 
         # state
-        self.istate = np.zeros((n, K.ISTATE_COLS), dtype=np.int64)
-        self.fstate = np.zeros((n, K.FSTATE_COLS), dtype=np.float64)
+        self.istate = np.zeros((K.ISTATE_COLS, n), dtype=np.int64)
+        self.fstate = np.zeros((K.FSTATE_COLS, n), dtype=np.float64)
         self._work = np.zeros((n, K.WORK_COLS), dtype=np.float64)
         self._active = np.zeros(n, dtype=np.bool_)
         self._all_started = False
@@ -190,15 +190,15 @@ class BatchedHimariStack:
     @property
     def bar_index(self) -> np.ndarray:
         """Decision bar of each env, int64 (N,) (a view: do not write)."""
-        return self.istate[:, K.BAR]
+        return self.istate[K.BAR]
 
     @property
     def position(self) -> np.ndarray:
-        return self.fstate[:, K.POSITION]
+        return self.fstate[K.POSITION]
 
     @property
     def equity(self) -> np.ndarray:
-        return self.fstate[:, K.EQUITY]
+        return self.fstate[K.EQUITY]
 
     @property
     def decision_terms(self) -> np.ndarray:
@@ -238,15 +238,15 @@ class BatchedHimariStack:
                 if not first <= start < end:
                     raise ValueError(f"start_bar={start} of env {i} outside the decision range [{first}, {end})")
                 stop = end if length is None else min(start + length, end)
-            self.istate[i] = (start, stop, 0, 0, 0, 0, 0)
-            self.fstate[i] = (0.0, 1.0, 1.0, 0.0, 0.0)
+            self.istate[:, i] = (start, stop, 0, 0, 0, 0, 0)
+            self.fstate[:, i] = (0.0, 1.0, 1.0, 0.0, 0.0)
             self._started[i] = True
         if self.risk_layer is not None and ids:
             self.risk_layer.reset(np.asarray(ids, dtype=np.int64), np.ones(len(ids)))
         return [self._reset_info(i) for i in ids]
 
     def _reset_info(self, i: int) -> dict[str, Any]:
-        t = int(self.istate[i, K.BAR])
+        t = int(self.istate[K.BAR, i])
         if self.info_level == "none":
             return {}
         if self.info_level == "training":
@@ -260,8 +260,8 @@ class BatchedHimariStack:
         """The observation of every env (or of ``env_ids``) at its current bar, fresh arrays:
         ``features`` float32 (N, context, F) (window mode) or ``bar_index`` int64 (N, 1)
         (index mode), ``regime`` int64 (N,), ``position`` float32 (N, 1)."""
-        bars = self.istate[:, K.BAR] if env_ids is None else self.istate[env_ids, K.BAR]
-        positions = self.fstate[:, K.POSITION] if env_ids is None else self.fstate[env_ids, K.POSITION]
+        bars = self.istate[K.BAR] if env_ids is None else self.istate[K.BAR, env_ids]
+        positions = self.fstate[K.POSITION] if env_ids is None else self.fstate[K.POSITION, env_ids]
         obs: dict[str, np.ndarray] = {}
         if self.observation_mode == "window":
             obs["features"] = self.feature_table[bars[:, None] + self._window_offsets]
@@ -321,8 +321,8 @@ class BatchedHimariStack:
                     infos[i] = self._full_info(i, action, None)
         else:
             self._step_bars(acts, infos)
-        return (work[:, K.W_ACC_REWARD].copy(), istate[:, K.TERMINATED].astype(np.bool_),
-                istate[:, K.TRUNCATED].astype(np.bool_), infos)
+        return (work[:, K.W_ACC_REWARD].copy(), istate[K.TERMINATED].astype(np.bool_),
+                istate[K.TRUNCATED].astype(np.bool_), infos)
 
     def _step_bars(self, acts: np.ndarray, infos: list[Any] | None) -> None:
         """The decision bar by bar with the risk layer sizing every bar; full infos are taken at
@@ -332,14 +332,14 @@ class BatchedHimariStack:
         directions = self._directions[acts]
         for bar_step in range(k):
             before = active.copy() if infos is not None else None
-            bars = istate[:, K.BAR]
-            sizing = layer.size(directions, bars, self._obs_regime[bars], fstate[:, K.POSITION])
+            bars = istate[K.BAR]
+            sizing = layer.size(directions, bars, self._obs_regime[bars], fstate[K.POSITION])
             targets = sizing.positions
             bad = K.step_bar(active, targets, istate, fstate, self._work, self._market, self._reward_regime,
                              self._preset_code, self._n_terms, self._params, self.fee_rate, self.max_leverage)
             if bad >= 0:
                 self._bad_target(bad, acts, targets)
-            layer.record_step(istate[:, K.BAR], fstate[:, K.POSITION], fstate[:, K.EQUITY])
+            layer.record_step(istate[K.BAR], fstate[K.POSITION], fstate[K.EQUITY])
             last = bar_step == k - 1
             if infos is not None:
                 assert before is not None
@@ -353,8 +353,8 @@ class BatchedHimariStack:
                          f"position in [-{self.max_leverage}, {self.max_leverage}] (max_leverage)")
 
     def _full_info(self, i: int, action: int, sizing: Any) -> dict[str, Any]:
-        t = int(self.istate[i, K.BAR])
-        position, equity, peak = self.fstate[i, : K.PEAK + 1].tolist()
+        t = int(self.istate[K.BAR, i])
+        position, equity, peak = self.fstate[: K.PEAK + 1, i].tolist()
         k = self.decision_interval
         work = self._work[i].tolist()
         if k > 1:
@@ -368,7 +368,7 @@ class BatchedHimariStack:
             "reward_terms": dict(zip(self.term_names, work[K.W_ACC_TERMS:K.W_ACC_TERMS + self._n_terms], strict=True)),
             "base_reward": work[K.W_BASE],
         }
-        if self.istate[i, K.TERMINATED]:
+        if self.istate[K.TERMINATED, i]:
             info["bankrupt"] = True
         info["action"] = action
         if sizing is not None:
@@ -380,7 +380,7 @@ class BatchedHimariStack:
             info["risk_rebalanced"] = bool(sizing.rebalanced[i])
             info["risk_state"] = self.risk_layer.risk_state_info(i)
         if k > 1:
-            info["decision_bars"] = int(self.istate[i, K.HELD])
+            info["decision_bars"] = int(self.istate[K.HELD, i])
         return info
 
     def light_infos(self) -> list[dict[str, Any]]:
@@ -393,11 +393,11 @@ class BatchedHimariStack:
         width = self._n_terms
         infos = [
             {"action": a, "bar_index": b, "equity": e, "position": p, "reward_terms": dict(zip(names, terms[:width]))}
-            for a, b, e, p, terms in zip(self.last_actions.tolist(), self.istate[:, K.BAR].tolist(),
-                                         self.fstate[:, K.EQUITY].tolist(), self.fstate[:, K.POSITION].tolist(),
+            for a, b, e, p, terms in zip(self.last_actions.tolist(), self.istate[K.BAR].tolist(),
+                                         self.fstate[K.EQUITY].tolist(), self.fstate[K.POSITION].tolist(),
                                          self._work[:, K.W_ACC_TERMS:].tolist(), strict=True)
         ]
-        terminated = self.istate[:, K.TERMINATED]
+        terminated = self.istate[K.TERMINATED]
         if terminated.any():
             for i in np.flatnonzero(terminated).tolist():
                 infos[i]["bankrupt"] = True

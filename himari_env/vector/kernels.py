@@ -10,13 +10,14 @@ in the same order (numba does not reassociate or contract without ``fastmath``),
 reward's ``math.fsum`` is CPython's algorithm (:func:`fsum`), so the results are bit-identical
 to the single env (tested).
 
-State layout (one row per env, N rows):
+State layout (structure of arrays: each quantity a contiguous row of N values, so the
+risk layer gets ``istate[BAR]``, ``fstate[POSITION]``... without copies):
 
-``istate`` int64 (N, ISTATE_COLS)
+``istate`` int64 (ISTATE_COLS, N) (one contiguous row per quantity)
     ``BAR`` decision bar t, ``STOP`` last decision bar + 1, ``STEPS`` steps this episode,
     ``SORTINO_N`` periods of the Sortino shaper, ``HELD`` bars held by the current decision,
     ``TERMINATED`` (bankrupt) and ``TRUNCATED`` of the latest bar (0/1).
-``fstate`` float64 (N, FSTATE_COLS)
+``fstate`` float64 (FSTATE_COLS, N)
     ``POSITION``, ``EQUITY``, ``PEAK`` (of equity), ``SORTINO_SUMSQ`` (sum of squared
     downside), ``SORTINO_DD`` (the shaper's previous drawdown).
 ``market`` float64 (n_bars, 3)
@@ -32,10 +33,10 @@ import math
 import numpy as np
 from numba import njit
 
-# istate columns
+# istate rows
 BAR, STOP, STEPS, SORTINO_N, HELD, TERMINATED, TRUNCATED = 0, 1, 2, 3, 4, 5, 6
 ISTATE_COLS = 7
-# fstate columns
+# fstate rows
 POSITION, EQUITY, PEAK, SORTINO_SUMSQ, SORTINO_DD = 0, 1, 2, 3, 4
 FSTATE_COLS = 5
 MAX_TERMS = 5
@@ -141,10 +142,10 @@ def _step_env(i: int, target: float, istate: np.ndarray, fstate: np.ndarray, wor
         else:
             return False
     # --- accounting_step
-    t = istate[i, BAR]
-    equity = fstate[i, EQUITY]
+    t = istate[BAR, i]
+    equity = fstate[EQUITY, i]
     next_return = market[t + 1, 0]
-    turnover = abs(target - fstate[i, POSITION])
+    turnover = abs(target - fstate[POSITION, i])
     fee = fee_rate * turnover * equity
     new_equity = (equity - fee) * (1.0 + target * next_return)
     bankrupt = False
@@ -153,17 +154,17 @@ def _step_env(i: int, target: float, istate: np.ndarray, fstate: np.ndarray, wor
         bankrupt = True
     floored = new_equity if not (EQUITY_FLOOR > new_equity) else EQUITY_FLOOR
     base = math.log(floored / equity)
-    fstate[i, POSITION] = target
-    fstate[i, EQUITY] = new_equity
-    if new_equity > fstate[i, PEAK]:
-        fstate[i, PEAK] = new_equity
-    istate[i, STEPS] += 1
-    istate[i, BAR] = t + 1
-    truncated = istate[i, BAR] >= istate[i, STOP] and not bankrupt
+    fstate[POSITION, i] = target
+    fstate[EQUITY, i] = new_equity
+    if new_equity > fstate[PEAK, i]:
+        fstate[PEAK, i] = new_equity
+    istate[STEPS, i] += 1
+    istate[BAR, i] = t + 1
+    truncated = istate[BAR, i] >= istate[STOP, i] and not bankrupt
     if bankrupt:
-        istate[i, STOP] = t + 1
-    istate[i, TERMINATED] = bankrupt
-    istate[i, TRUNCATED] = truncated
+        istate[STOP, i] = t + 1
+    istate[TERMINATED, i] = bankrupt
+    istate[TRUNCATED, i] = truncated
     # --- RegimeReward._terms (each term + 0.0, as the wrapper does)
     position = target
     regime = reward_regime[t]
@@ -199,12 +200,12 @@ def _step_env(i: int, target: float, istate: np.ndarray, fstate: np.ndarray, wor
             t4 = (-params[4] * magnitude if (wrong and risky) else 0.0) + 0.0
         else:  # sortino (wrappers.sortino.SortinoShaper.step / sortino_reward)
             pnl = math.exp(base) - 1.0
-            drawdown = 1.0 - new_equity / fstate[i, PEAK]
-            rise = drawdown - fstate[i, SORTINO_DD]
+            drawdown = 1.0 - new_equity / fstate[PEAK, i]
+            rise = drawdown - fstate[SORTINO_DD, i]
             increase = rise if rise > 0.0 else 0.0
-            fstate[i, SORTINO_DD] = drawdown
-            periods = istate[i, SORTINO_N]
-            deviation = 0.0 if periods == 0 else math.sqrt(fstate[i, SORTINO_SUMSQ] / periods)
+            fstate[SORTINO_DD, i] = drawdown
+            periods = istate[SORTINO_N, i]
+            deviation = 0.0 if periods == 0 else math.sqrt(fstate[SORTINO_SUMSQ, i] / periods)
             penalty = 0.0
             if pnl < 0.0:
                 loss = -pnl
@@ -219,8 +220,8 @@ def _step_env(i: int, target: float, istate: np.ndarray, fstate: np.ndarray, wor
             t2 = -scale * params[1] * increase + 0.0
             t3 = -scale * params[3] * penalty + 0.0
             downside = pnl if pnl < 0.0 else 0.0
-            istate[i, SORTINO_N] = periods + 1
-            fstate[i, SORTINO_SUMSQ] = fstate[i, SORTINO_SUMSQ] + downside * downside
+            istate[SORTINO_N, i] = periods + 1
+            fstate[SORTINO_SUMSQ, i] = fstate[SORTINO_SUMSQ, i] + downside * downside
     work[i, W_TERMS] = t0
     work[i, W_TERMS + 1] = t1
     work[i, W_TERMS + 2] = t2
@@ -236,7 +237,7 @@ def _step_env(i: int, target: float, istate: np.ndarray, fstate: np.ndarray, wor
     work[i, W_ACC_TURNOVER] += turnover
     for k in range(n_terms):
         work[i, W_ACC_TERMS + k] += work[i, W_TERMS + k]
-    istate[i, HELD] += 1
+    istate[HELD, i] += 1
     return True
 
 
@@ -249,14 +250,14 @@ def begin_decision(actions: np.ndarray, n_actions: int, istate: np.ndarray, work
     for i in range(actions.shape[0]):
         if actions[i] < 0 or actions[i] >= n_actions:
             return i
-        if istate[i, BAR] >= istate[i, STOP]:
+        if istate[BAR, i] >= istate[STOP, i]:
             return -2 - i
     for i in range(actions.shape[0]):
         for c in range(W_ACC_REWARD, W_SCRATCH):
             work[i, c] = 0.0
-        istate[i, HELD] = 0
-        istate[i, TERMINATED] = 0
-        istate[i, TRUNCATED] = 0
+        istate[HELD, i] = 0
+        istate[TERMINATED, i] = 0
+        istate[TRUNCATED, i] = 0
         active[i] = True
     return -1
 
@@ -276,7 +277,7 @@ def step_bar(active: np.ndarray, targets: np.ndarray, istate: np.ndarray, fstate
 
     Writes ``work`` (N, WORK_COLS): this bar's fee, turnover, base reward (net log return)
     and terms; adds to the decision's reward, fee, turnover and term sums; sets the
-    TERMINATED/TRUNCATED columns of ``istate`` and increments HELD; clears ``active`` of an
+    TERMINATED/TRUNCATED rows of ``istate`` and increments HELD; clears ``active`` of an
     env whose episode ended. Returns the index of the first env whose target is not a valid
     position (-1 if none): the envs after it are not stepped.
     """
@@ -286,7 +287,7 @@ def step_bar(active: np.ndarray, targets: np.ndarray, istate: np.ndarray, fstate
         if not _step_env(i, targets[i], istate, fstate, work, market, reward_regime, preset, n_terms, params,
                          fee_rate, max_leverage):
             return i
-        if istate[i, TERMINATED] or istate[i, TRUNCATED]:
+        if istate[TERMINATED, i] or istate[TRUNCATED, i]:
             active[i] = False
     return -1
 
@@ -304,7 +305,7 @@ def step_decision(actions: np.ndarray, table: np.ndarray, bars: int, istate: np.
             if not _step_env(i, target, istate, fstate, work, market, reward_regime, preset, n_terms, params,
                              fee_rate, max_leverage):
                 return i
-            if istate[i, TERMINATED] or istate[i, TRUNCATED]:
+            if istate[TERMINATED, i] or istate[TRUNCATED, i]:
                 break
     return -1
 

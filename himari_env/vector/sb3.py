@@ -73,12 +73,15 @@ class HimariBTCVecEnv(VecEnv):
         actions, self._actions = self._actions, None
         batch = self.batch
         rewards, terminated, truncated, full_infos = batch.step(actions)
-        infos = full_infos if full_infos is not None else batch.light_infos()
+        time_limit = truncated & ~terminated
+        if full_infos is not None:
+            infos = full_infos
+            for info, flag in zip(infos, time_limit.tolist(), strict=True):
+                info["TimeLimit.truncated"] = flag
+        else:
+            infos = batch.light_infos(time_limit if batch.info_level == "training" else None)
         obs = batch.observations()
         dones = terminated | truncated
-        if batch.info_level != "none":
-            for info, flag in zip(infos, (truncated & ~terminated).tolist(), strict=True):
-                info["TimeLimit.truncated"] = flag
         if dones.any():
             ended = np.flatnonzero(dones)
             for i in ended.tolist():

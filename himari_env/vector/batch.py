@@ -184,7 +184,6 @@ class BatchedHimariStack:
         self._all_started = False
         self._rngs: list[np.random.Generator | None] = [None] * n
         self._started = np.zeros(n, dtype=np.bool_)
-        self._window_offsets = np.arange(-self.context + 1, 1, dtype=np.int64)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -264,7 +263,13 @@ class BatchedHimariStack:
         positions = self.fstate[K.POSITION] if env_ids is None else self.fstate[K.POSITION, env_ids]
         obs: dict[str, np.ndarray] = {}
         if self.observation_mode == "window":
-            obs["features"] = self.feature_table[bars[:, None] + self._window_offsets]
+            # one contiguous block copy per env (measured faster than one fancy-index gather,
+            # which computes and reads context x F indices)
+            context, table = self.context, self.feature_table
+            features = np.empty((len(bars), context, table.shape[1]), dtype=np.float32)
+            for j, bar in enumerate(bars.tolist()):
+                features[j] = table[bar - context + 1 : bar + 1]
+            obs["features"] = features
         else:
             obs["bar_index"] = bars[:, None].copy()
         obs["regime"] = self._obs_regime[bars]

@@ -320,12 +320,3 @@ def step_decision(actions: np.ndarray, table: np.ndarray, bars: int, istate: np.
     the first env with a bad target, or -1."""
     return _advance(True, actions, table, bars, np.empty(0, dtype=np.bool_), table, istate, fstate, work, market, reward_regime,
                     preset, n_terms, params, fee_rate, max_leverage)
-
-
-@njit(cache=True)
-def gather_windows(features: np.ndarray, bars: np.ndarray, context: int, out: np.ndarray) -> None:  # pragma: no cover
-    """``out[i] = features[bars[i] - context + 1 : bars[i] + 1]`` for every i (one copy)."""
-    for i in range(bars.shape[0]):
-        first = bars[i] - context + 1
-        for c in range(context):
-            out[i, c, :] = features[first + c, :]

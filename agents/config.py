@@ -65,6 +65,9 @@ START_METHODS: tuple[str, ...] = ("forkserver", "spawn", "fork")
 #: ``train.vectorization``: the batched env (himari_env.vector, in process) or one
 #: ``make_himari_env`` per ``SubprocVecEnv`` worker (the path before issue 12).
 VECTORIZATIONS: tuple[str, ...] = ("batched", "subproc")
+#: ``train.observation_mode``: the feature window in every observation, or the bar index
+#: with the window gathered by the extractor from the market's feature table.
+OBSERVATION_MODES: tuple[str, ...] = ("window", "index")
 COLLAPSE_SOURCES: tuple[str, ...] = ("rollout", "eval")
 #: Entropy coefficients the design log found to avoid action collapse (sessions 3 and 13).
 LOG_ENT_COEF_RANGE: tuple[float, float] = (0.05, 0.10)
@@ -305,12 +308,20 @@ class TrainConfig:
     for env to the single-env stack, same per-env seeds ``seed + k``); ``"subproc"`` runs one
     single-env stack per ``SubprocVecEnv`` worker started with ``vec_env_start_method``. The
     L3 sizer (``algo: recurrent_ppo``) always uses worker processes.
+
+    ``observation_mode``: ``"window"`` (default: the (context, F) feature window in every
+    observation) or ``"index"`` (the batched env's bar-index observation; the extractor
+    gathers the windows from the market's feature table on the model's device, so a rollout
+    moves a few numbers per env step; needs the batched env, also for one env; validation and
+    evaluation show the single env's observation as a bar index,
+    :class:`wrappers.index_observation.BarIndexObservation`).
     """
 
     seed: int = 0
     total_timesteps: int = 1_000_000
     n_envs: int = 1
     vectorization: str = "batched"
+    observation_mode: str = "window"
     vec_env_start_method: str = "forkserver"
     eval_freq: int = 50_000
     eval_episodes: int = 1
@@ -337,6 +348,9 @@ class TrainConfig:
         _require(self.n_envs >= 1, "train.n_envs", f"must be >= 1, got {self.n_envs}")
         _one_of(self.vec_env_start_method, START_METHODS, "train.vec_env_start_method")
         _one_of(self.vectorization, VECTORIZATIONS, "train.vectorization")
+        _one_of(self.observation_mode, OBSERVATION_MODES, "train.observation_mode")
+        _require(self.observation_mode == "window" or self.vectorization == "batched", "train.observation_mode",
+                 "'index' needs train.vectorization 'batched' (index observations come from the batched env)")
         _require(
             self.eval_freq >= 0,
             "train.eval_freq",

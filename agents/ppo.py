@@ -23,12 +23,17 @@ from agents.extractor import RegimeTransformerExtractor
 __all__ = ["build_ppo", "count_parameters", "load_ppo", "make_vec_env_from_config", "policy_kwargs"]
 
 
-def policy_kwargs(config: ExperimentConfig) -> dict[str, Any]:
+def policy_kwargs(config: ExperimentConfig, feature_table: Any = None) -> dict[str, Any]:
     """``policy_kwargs`` for ``MultiInputPolicy``: the extractor (checked against
-    ``env.context``), the actor/critic heads, one extractor shared by actor and critic."""
+    ``env.context``), the actor/critic heads, one extractor shared by actor and critic.
+    ``feature_table`` (float32 (n_bars, F)): the market's features, for an index-observation
+    env (``train.observation_mode: index``)."""
+    extractor_kwargs = config.extractor.extractor_kwargs(context=config.env.context)
+    if feature_table is not None:
+        extractor_kwargs["feature_table"] = feature_table
     return {
         "features_extractor_class": RegimeTransformerExtractor,
-        "features_extractor_kwargs": config.extractor.extractor_kwargs(context=config.env.context),
+        "features_extractor_kwargs": extractor_kwargs,
         "net_arch": {"pi": list(config.ppo.net_arch_pi), "vf": list(config.ppo.net_arch_vf)},
         "share_features_extractor": True,
     }
@@ -85,7 +90,11 @@ def build_ppo(
     """
     if config.train.torch_threads is not None:
         torch.set_num_threads(config.train.torch_threads)
-    model = PPO("MultiInputPolicy", env, policy_kwargs=policy_kwargs(config), tensorboard_log=tensorboard_log,
+    table = None
+    if isinstance(env.observation_space, gym.spaces.Dict) and "bar_index" in env.observation_space.spaces:
+        # index observations: the extractor gathers windows from the env's feature table
+        table = env.get_attr("feature_table", indices=[0])[0]
+    model = PPO("MultiInputPolicy", env, policy_kwargs=policy_kwargs(config, table), tensorboard_log=tensorboard_log,
                 verbose=config.train.verbose, seed=seed, **ppo_hyperparameters(config))
     configure_logger(model, tensorboard_log, verbose=config.train.verbose)
     return model

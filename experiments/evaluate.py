@@ -143,8 +143,10 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
     env_kwargs.pop("seed")
 
     def make_env(prepared: Any, split_name: str, **overrides: Any) -> Any:
+        from experiments.train import with_observation_mode
+
         kwargs = {**env_kwargs, "split": split_name, "episode_length": None, **overrides}
-        return make_himari_env(prepared, **kwargs, artifacts=bundle)
+        return with_observation_mode(make_himari_env(prepared, **kwargs, artifacts=bundle), config)
 
     probe = DummyVecEnv([lambda: make_env(in_sample, "test")])
     model = load_ppo(model_path, probe, config, seed=config.train.seed)

@@ -136,8 +136,22 @@ class _EnvFactory:
 
 def uses_batched_env(config: ExperimentConfig) -> bool:
     """True when a PPO run steps its ``n_envs > 1`` episodes in the batched env
-    (``train.vectorization: batched``, the default), False for one env or ``subproc``."""
-    return config.train.n_envs > 1 and config.train.vectorization == "batched"
+    (``train.vectorization: batched``, the default) or uses index observations
+    (``train.observation_mode: index``, which only the batched env gives); False for one
+    window-observation env or ``subproc``."""
+    return config.train.observation_mode == "index" or (
+        config.train.n_envs > 1 and config.train.vectorization == "batched")
+
+
+def with_observation_mode(env: Any, config: ExperimentConfig) -> Any:
+    """The single-env stack as the policy sees it: wrapped in
+    :class:`~wrappers.index_observation.BarIndexObservation` when the run uses index
+    observations (``train.observation_mode: index``), else unchanged."""
+    if config.train.observation_mode != "index":
+        return env
+    from wrappers.index_observation import BarIndexObservation
+
+    return BarIndexObservation(env)
 
 
 def make_batched_vec_env(config: ExperimentConfig, prepared: Any, env_kwargs: dict[str, Any], artifacts_dir: str) -> Any:
@@ -150,7 +164,7 @@ def make_batched_vec_env(config: ExperimentConfig, prepared: Any, env_kwargs: di
     from himari_env.vector import HimariBTCVecEnv
 
     batched = HimariBTCVecEnv(config.train.n_envs, prepared, info_level="training", artifacts=artifacts_dir,
-                              **env_kwargs)
+                              observation_mode=config.train.observation_mode, **env_kwargs)
     vec_env = VecMonitor(batched)
     vec_env.seed(config.train.seed)
     return vec_env
@@ -233,8 +247,9 @@ def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, over
     model, steps_done = build_or_resume(build_ppo, load_ppo, vec_env, config, run_dir=run_dir, resume=resume)
 
     def make_validation_env():
-        return make_himari_env(prepared, **{**env_kwargs, "split": config.train.eval_split, "episode_length": None},
-                               artifacts=bundle)
+        env = make_himari_env(prepared, **{**env_kwargs, "split": config.train.eval_split, "episode_length": None},
+                              artifacts=bundle)
+        return with_observation_mode(env, config)
 
     callbacks = make_training_callbacks(config, run_dir=run_dir, make_eval_env=make_validation_env,
                                         validation_state=bundle.validation if resume else None)

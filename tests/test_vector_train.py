@@ -119,3 +119,43 @@ def test_a_training_run_on_the_batched_env_writes_its_run(tmp_path, prepared):
     assert summary["timesteps"] >= config.train.total_timesteps
     header = (tmp_path / "run" / "tb" / "progress.csv").read_text().splitlines()[0].split(",")
     assert "actions/hold_share" in header and "reward_terms/norm_pnl" in header and "rollout/ep_rew_mean" in header
+
+
+def test_the_single_env_index_observation_is_the_batched_one(prepared):
+    from wrappers.index_observation import BarIndexObservation
+
+    batched = HimariBTCVecEnv(2, prepared, observation_mode="index", **ENV_KWARGS)
+    singles = [BarIndexObservation(make_himari_env(prepared, **ENV_KWARGS)) for _ in range(2)]
+    assert singles[0].observation_space == batched.observation_space
+    assert np.array_equal(singles[0].feature_table, batched.batch.feature_table)
+    batched.seed(6)
+    obs = batched.reset()
+    single_obs = [single.reset(seed=6 + i)[0] for i, single in enumerate(singles)]
+    for action in np.random.default_rng(4).integers(0, 3, (30, 2)):
+        for i in range(2):
+            assert np.array_equal(obs["bar_index"][i], single_obs[i]["bar_index"])
+            assert obs["regime"][i] == single_obs[i]["regime"]
+            assert np.array_equal(obs["position"][i], single_obs[i]["position"])
+        obs, _, dones, _ = batched.step(action)
+        for i, single in enumerate(singles):
+            single_obs[i], _, terminated, truncated, _ = single.step(int(action[i]))
+            if terminated or truncated:
+                single_obs[i], _ = single.reset()
+
+
+def test_an_index_observation_run_trains_validates_and_evaluates(tmp_path):
+    """train.observation_mode: index end to end: the batched env in index mode, validation and
+    evaluation on the single env through BarIndexObservation."""
+    from experiments.evaluate import evaluate_run
+
+    config = tiny_config(context=CONTEXT, n_envs=2, eval_freq=64, checkpoint_freq=0, total_timesteps=128,
+                         observation_mode="index")
+    config = dataclasses.replace(config, env=dataclasses.replace(config.env, episode_length=40, decision_interval=2),
+                                 ppo=dataclasses.replace(config.ppo, n_steps=32, batch_size=32))
+    frame = synthesize_market(n_bars=3000, seed=5).frame
+    train(config, run_dir=tmp_path / "run", frame=frame)
+    assert (tmp_path / "run" / "best" / "best_model.zip").is_file()
+    report = evaluate_run(tmp_path / "run", split="val", frame=frame, write=False, record_test_look=False)
+    assert set(report["splits"]) >= {"train", "val"}
+    with pytest.raises(ConfigError, match=r"train\.observation_mode"):
+        TrainConfig(observation_mode="index", vectorization="subproc", n_envs=2)

@@ -130,6 +130,20 @@ def test_every_preset_across_several_episode_ends(prepared, risk_config, preset)
     assert ends["truncated"] >= 8
 
 
+@pytest.mark.parametrize("preset", ["adaptive", "opportunity"])
+def test_the_hmm_regime_source_sets_observation_and_reward_regimes(preset):
+    """regime_source "hmm": the agent's regime (observation, reward costs, RSS multiplier) is the
+    HMM filter's, info["regime"] stays the market's labeler regime, as in the single env."""
+    from himari_env.pipeline import PipelineConfig
+
+    with_hmm = prepare_market(synthesize_market(n_bars=N_BARS, seed=7).frame, config=PipelineConfig(fit_hmm=True),
+                              cache=False)
+    assert (with_hmm.regime_ids["hmm"] != with_hmm.regime_ids["rules"]).any()
+    rng = np.random.default_rng(9)
+    _run_lockstep(with_hmm, {"context": CONTEXT, "episode_length": 12, "reward": preset, "regime_source": "hmm"},
+                  n_envs=3, seed=1, actions=rng.integers(0, 3, (20, 3)))
+
+
 def test_the_default_construction_calibrates_the_risk_layer_as_the_single_env(prepared):
     """risk_config=None: the template stack calibrates on train, as RSSRiskAction does."""
     rng = np.random.default_rng(5)

@@ -46,6 +46,7 @@ from himari_env.risk.kelly import (
     KellyParams,
     estimate_kelly,
     kelly_fraction,
+    kelly_position_cap,
     outcome_totals,
 )
 from himari_env.risk.leverage import LeverageParams, leverage_limit
@@ -102,6 +103,7 @@ __all__ = [
     "fit_tail",
     "fit_vol_target",
     "kelly_fraction",
+    "kelly_position_cap",
     "leverage_limit",
     "momentum_directions",
     "outcome_totals",

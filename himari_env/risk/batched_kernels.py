@@ -278,7 +278,7 @@ def record_kernel(bars, held, equity, returns, cf, ci, sf, si, dq_val, dq_step, 
                     full_kelly = win_rate - (1.0 - win_rate) / payoff
                     if mode == K_MODE_STRICT:
                         kcap = _pymax(0.0, cf[CF_K_FRACTION] * full_kelly / mean_loss)
-                    elif full_kelly > 0.0:
+                    elif not full_kelly <= 0.0:
                         sf[i, SF_K_A] = alpha
                         sf[i, SF_K_B] = beta
                         sf[i, SF_K_X] = 1.0 / (1.0 + payoff)

@@ -7,7 +7,10 @@ VaR of a unit long and short. Each step is then O(1): a few list reads, the comp
 arithmetic, and (after each step) an O(1) update of the episode state:
 
 * Kelly outcome totals (H2): the unit-position outcome ``sign(p_t) * r[t+1]`` of every step
-  held in the market; the estimate is refreshed after each such step.
+  held in the market; the position cap is refreshed after each such step
+  (:func:`~himari_env.risk.kelly.kelly_position_cap`: ``betainc`` only where the cap depends
+  on the edge probability) and the full :class:`~himari_env.risk.kelly.KellyEstimate`
+  (:attr:`RiskEngine.kelly`) is computed when read, once per change of the totals.
 * Risk budget (H8): every ``period_bars`` steps, the sign of ``ln(equity / equity at the
   period start)``.
 * Drawdown brake (H4): the rolling peak of the episode's equity over the brake's
@@ -29,7 +32,7 @@ from himari_env.constants import BARS_PER_YEAR
 from himari_env.risk.composer import RiskState, Sizing, compose_position
 from himari_env.risk.config import RiskConfig
 from himari_env.risk.drawdown_brake import RollingPeak
-from himari_env.risk.kelly import KellyEstimate, estimate_kelly
+from himari_env.risk.kelly import KellyEstimate, estimate_kelly, kelly_position_cap
 from himari_env.risk.portfolio_var import rolling_historical_var
 from himari_env.risk.risk_budget import update_risk_budget
 from himari_env.risk.vol_target import trailing_std
@@ -106,7 +109,25 @@ class RiskEngine:
         self._equity = float(equity)
         self._peak = RollingPeak(self.config.drawdown_brake.peak_window_bars)
         self._peak.reset(float(equity))
-        self.kelly: KellyEstimate = estimate_kelly(0, 0, 0.0, 0.0, self.config.kelly)
+        self._kelly_cap = math.inf  # estimate_kelly(0, 0, 0.0, 0.0, ...).position_cap in every mode
+        self._kelly_estimate: KellyEstimate | None = None
+
+    @property
+    def kelly(self) -> KellyEstimate:
+        """The Kelly estimate of the outcomes recorded so far (computed on first read after a
+        change of the totals; its ``position_cap`` is the cap :meth:`state` uses)."""
+        estimate = self._kelly_estimate
+        if estimate is None:
+            estimate = self._kelly_estimate = estimate_kelly(
+                self._n_wins, self._n_losses, self._total_win, self._total_loss, self.config.kelly
+            )
+        return estimate
+
+    @property
+    def kelly_cap(self) -> float:
+        """H2's cap on |position| for the outcomes recorded so far (``inf``: not informative);
+        equal to ``self.kelly.position_cap`` without computing the full estimate."""
+        return self._kelly_cap
 
     def brake_drawdown(self) -> float:
         """Drawdown of the latest recorded equity from the rolling peak (H4's input)."""
@@ -122,7 +143,7 @@ class RiskEngine:
             regime_id,
             drawdown,
             self.risk_budget,
-            self.kelly.position_cap,
+            self._kelly_cap,
         )
 
     def size(self, direction: int, bar_index: int, regime_id: int, drawdown: float) -> Sizing:
@@ -142,9 +163,10 @@ class RiskEngine:
             elif outcome < 0.0:
                 self._n_losses += 1
                 self._total_loss -= outcome
-            self.kelly = estimate_kelly(
+            self._kelly_cap = kelly_position_cap(
                 self._n_wins, self._n_losses, self._total_win, self._total_loss, self.config.kelly
             )
+            self._kelly_estimate = None
         self._steps += 1
         self._equity = float(equity)
         self._peak.push(self._equity)

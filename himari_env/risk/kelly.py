@@ -173,3 +173,37 @@ def estimate_kelly(
         informative, cap, reason = True, params.fraction * full_kelly / mean_loss, "credible positive edge"
     return KellyEstimate(n_wins, n_losses, win_rate, payoff, full_kelly, edge_probability,
                          mean_loss, informative, cap, reason)
+
+
+def kelly_position_cap(n_wins: int, n_losses: int, total_win: float, total_loss: float,
+                       params: KellyParams) -> float:
+    """``estimate_kelly(...).position_cap``, computed with the same arithmetic but without the
+    regularized incomplete beta function wherever the cap does not depend on it (mode off,
+    fewer than ``min_trades`` outcomes, no loss, strict mode, or a full Kelly <= 0). Only a
+    ``confident_cap`` estimate with enough outcomes and a positive full Kelly calls
+    ``betainc``. Totals are assumed valid (>= 0), as the engine builds them."""
+    mode = params.mode
+    if mode == "off" or n_wins + n_losses < params.min_trades or n_losses <= 0:
+        return math.inf
+    mean_loss = total_loss / n_losses
+    if not mean_loss > 0.0:
+        return math.inf
+    alpha = params.prior_alpha + n_wins
+    beta = params.prior_beta + n_losses
+    win_rate = alpha / (alpha + beta)
+    pairs = n_wins if n_wins < n_losses else n_losses
+    if pairs > 0 and total_win > 0.0 and total_loss > 0.0:
+        weight = params.payoff_prior_weight
+        raw_payoff = (total_win / n_wins) / (total_loss / n_losses)
+        payoff = (pairs * raw_payoff + weight * params.payoff_prior_ratio) / (pairs + weight)
+    else:
+        payoff = params.payoff_prior_ratio
+    full_kelly = win_rate - (1.0 - win_rate) / payoff
+    if mode == "strict":
+        return max(0.0, params.fraction * full_kelly / mean_loss)
+    if full_kelly <= 0.0:
+        return math.inf
+    edge_probability = 1.0 - float(special.betainc(alpha, beta, 1.0 / (1.0 + payoff)))
+    if edge_probability < params.min_edge_probability:
+        return math.inf
+    return params.fraction * full_kelly / mean_loss

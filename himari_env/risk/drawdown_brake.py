@@ -91,7 +91,7 @@ class RollingPeak:
 
     def drawdown(self, equity: float) -> float:
         """``1 - equity / peak`` clipped to [0, 1] (0 when the peak is not positive)."""
-        peak = self.peak
+        peak = self._values[0][1]
         if peak <= 0.0:
             return 0.0
         return min(max(1.0 - equity / peak, 0.0), 1.0)

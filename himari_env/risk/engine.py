@@ -168,8 +168,8 @@ class RiskEngine:
             )
             self._kelly_estimate = None
         self._steps += 1
-        self._equity = float(equity)
-        self._peak.push(self._equity)
+        self._equity = equity = float(equity)
+        self._peak.push(equity)
         budget_cfg = self.config.risk_budget
         if self._steps % budget_cfg.period_bars == 0:
             start = self._period_start_equity

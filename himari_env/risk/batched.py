@@ -7,9 +7,9 @@ followed by one call that records every env's step.
 
 :class:`BatchedRiskLayer` keeps that state in arrays and runs two compiled loops over the envs
 (:mod:`himari_env.risk.batched_kernels`, numba) with exactly the single env's scalar
-arithmetic; Kelly's edge probability (scipy's ``betainc``) is computed in one vectorized call
-over only the envs whose cap depends on it, and ``info``'s Kelly fields lazily from the
-totals snapshot taken at :meth:`BatchedRiskLayer.size`. :class:`ReferenceBatchedRiskLayer`
+arithmetic (Kelly's edge probability with scipy's own compiled ``betainc``, called from the
+kernel, only where the cap depends on it); ``info``'s Kelly fields are computed lazily from
+the totals snapshot taken at :meth:`BatchedRiskLayer.size`. :class:`ReferenceBatchedRiskLayer`
 (one :class:`~himari_env.risk.engine.RiskEngine` per env, so exactly the single-env
 :class:`~wrappers.risk_action.RSSRiskAction` by construction) is the specification the fast
 class is tested bit-identical to.
@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import special
 
 from himari_env.risk import batched_kernels as kn
 from himari_env.risk.composer import (
@@ -180,10 +179,8 @@ class BatchedRiskLayer:
     n_envs : number of episodes N.
 
     Cost: one :meth:`size` plus one :meth:`record_step` is two compiled loops over the envs
-    (a few microseconds at N = 64), plus one ``betainc`` call over the envs whose Kelly cap
-    needs the edge probability (confident_cap mode, at least ``min_trades`` outcomes, a
-    positive full Kelly). The first use in a fresh environment compiles the kernels (cached on
-    disk by numba afterwards).
+    (a few microseconds at N = 64). The first use in a fresh environment compiles the kernels
+    (a few seconds; cached on disk by numba afterwards).
     """
 
     def __init__(self, config: RiskConfig, returns: ArrayLike, *, max_leverage: float, n_envs: int) -> None:
@@ -206,10 +203,8 @@ class BatchedRiskLayer:
         self._si = np.zeros((n, kn.SI_SIZE), dtype=np.int64)
         self._dq_val = np.zeros((n, capacity))
         self._dq_step = np.zeros((n, capacity), dtype=np.int64)
-        self._pending = np.zeros(n, dtype=np.int64)
         self._error = np.zeros(2, dtype=np.int64)
         self._kelly_params = cfg.kelly
-        self._min_edge = float(cfg.kelly.min_edge_probability)
         self.reset(np.arange(n), np.ones(n))
         self._si[:, kn.SI_SNAP_DIR] = 0
 
@@ -261,19 +256,12 @@ class BatchedRiskLayer:
         bars = _as_vector(new_bar_index, np.int64, n, "new_bar_index")
         helds = _as_vector(position_held, np.float64, n, "position_held")
         equities = _as_vector(equity, np.float64, n, "equity")
-        pending = self._pending
-        count = kn.record_kernel(bars, helds, equities, self._returns, self._cf, self._ci, self._sf, self._si,
-                                 self._dq_val, self._dq_step, pending)
-        if count < 0:
-            i = -1 - count
+        code = kn.record_kernel(bars, helds, equities, self._returns, self._cf, self._ci, self._sf, self._si,
+                                self._dq_val, self._dq_step)
+        if code < 0:
+            i = -1 - code
             raise ValueError(f"new_bar_index of env {i} is {int(bars[i])}, outside the market's "
                              f"{self._returns.shape[0]} bars")
-        if count:
-            ids = pending[:count]
-            rows = self._sf[ids]
-            # estimate_kelly's edge probability, in one vectorized call over the envs that need it
-            edge = 1.0 - special.betainc(rows[:, kn.SF_K_A], rows[:, kn.SF_K_B], rows[:, kn.SF_K_X])
-            self._sf[ids, kn.SF_KELLY_CAP] = np.where(edge < self._min_edge, np.inf, rows[:, kn.SF_K_CAND])
 
     def risk_state_info(self, i: int) -> dict[str, Any]:
         """``info["risk_state"]`` of env ``i`` for its latest :meth:`size` call, as the single
@@ -327,6 +315,7 @@ def _pack_config(config: RiskConfig, max_leverage: float) -> tuple[np.ndarray, n
     kelly = config.kelly
     cf[kn.CF_K_FRACTION], cf[kn.CF_K_ALPHA], cf[kn.CF_K_BETA] = kelly.fraction, kelly.prior_alpha, kelly.prior_beta
     cf[kn.CF_K_RATIO], cf[kn.CF_K_WEIGHT] = kelly.payoff_prior_ratio, kelly.payoff_prior_weight
+    cf[kn.CF_K_MIN_EDGE] = kelly.min_edge_probability
     ci = np.zeros(kn.CI_SIZE, dtype=np.int64)
     ci[kn.CI_PERIOD] = budget.period_bars
     window = config.drawdown_brake.peak_window_bars

@@ -6,10 +6,15 @@ Two kernels loop over the N envs with exactly the scalar arithmetic of the singl
 
 * :func:`size_kernel`: the causal state (drawdown from the rolling peak, risk budget, Kelly cap),
   the composer's nine methods, the binding method and the rebalance band;
-* :func:`record_kernel`: Kelly outcome totals, the risk budget's period update and the rolling
-  peak (a per-env monotonic deque in a ring buffer), plus every Kelly cap that does not need
-  the regularized incomplete beta function; the envs whose cap does need it (confident_cap
-  mode, enough trades, a positive full Kelly) are listed for one vectorized ``betainc`` call.
+* :func:`record_kernel`: Kelly outcome totals and position cap, the risk budget's period
+  update and the rolling peak (a per-env monotonic deque in a ring buffer).
+
+Kelly's edge probability needs the regularized incomplete beta function. The kernel calls
+scipy's own compiled double-precision ``betainc`` (the function behind
+``scipy.special.betainc``'s float64 loop, exported by ``scipy.special.cython_special``) as an
+external symbol, so the value is the one ``estimate_kelly`` gets, bit for bit (tested), and
+only where the cap depends on it (confident_cap mode, enough outcomes, a positive full Kelly).
+The symbol is registered with LLVM at import, before any (cached) kernel is loaded.
 
 Python's ``min(a, b)`` / ``max(a, b)`` keep the first argument on ties and on NaN; the helpers
 :func:`_pymin` / :func:`_pymax` do the same.
@@ -25,8 +30,18 @@ from __future__ import annotations
 
 import math
 
+import llvmlite.binding as llvm
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import get_cython_function_address
+
+_BETAINC_SYMBOL = "himari_scipy_special_betainc_f64"
+llvm.add_symbol(_BETAINC_SYMBOL,
+                get_cython_function_address("scipy.special.cython_special", "__pyx_fuse_0betainc"))
+#: scipy's ``betainc(a, b, x)`` for doubles (the last argument is Cython's skip-dispatch flag: 0).
+scipy_betainc = types.ExternalFunction(
+    _BETAINC_SYMBOL, types.float64(types.float64, types.float64, types.float64, types.intc)
+)
 
 # ---- cf: float config
 CF_TARGET_VOL, CF_MAX_SCALE = 0, 1
@@ -35,19 +50,17 @@ CF_RB_STEP, CF_RB_LOWER, CF_RB_UPPER = 6, 7, 8
 CF_SM_BUFFER, CF_SM_K, CF_SM_SQRT_H, CF_SM_COST = 9, 10, 11, 12
 CF_EVT_LONG, CF_EVT_SHORT, CF_VAR_BUDGET = 13, 14, 15
 CF_LEV_CAP, CF_LEV_KNEE, CF_BAND = 16, 17, 18
-CF_K_FRACTION, CF_K_ALPHA, CF_K_BETA, CF_K_RATIO, CF_K_WEIGHT = 19, 20, 21, 22, 23
-CF_SIZE = 24
+CF_K_FRACTION, CF_K_ALPHA, CF_K_BETA, CF_K_RATIO, CF_K_WEIGHT, CF_K_MIN_EDGE = 19, 20, 21, 22, 23, 24
+CF_SIZE = 25
 # ---- ci: int config
 CI_PERIOD, CI_WINDOW, CI_K_MODE, CI_K_MIN_TRADES = 0, 1, 2, 3
 CI_SIZE = 4
 K_MODE_CONFIDENT, K_MODE_STRICT, K_MODE_OFF = 0, 1, 2
 # ---- sf: float state per env
 SF_BUDGET, SF_EQUITY, SF_PERIOD_START, SF_TOTAL_WIN, SF_TOTAL_LOSS, SF_KELLY_CAP, SF_PEAK = 0, 1, 2, 3, 4, 5, 6
-# betainc inputs of an env listed by record_kernel, and its cap if the edge is credible
-SF_K_A, SF_K_B, SF_K_X, SF_K_CAND = 7, 8, 9, 10
 # snapshot at size(): drawdown, budget, Kelly totals
-SF_SNAP_DD, SF_SNAP_BUDGET, SF_SNAP_WIN, SF_SNAP_LOSS = 11, 12, 13, 14
-SF_SIZE = 15
+SF_SNAP_DD, SF_SNAP_BUDGET, SF_SNAP_WIN, SF_SNAP_LOSS = 7, 8, 9, 10
+SF_SIZE = 11
 # ---- si: int state per env
 SI_N_WINS, SI_N_LOSSES, SI_STEPS, SI_DQ_HEAD, SI_DQ_COUNT, SI_DQ_STEP = 0, 1, 2, 3, 4, 5
 SI_SNAP_BAR, SI_SNAP_REGIME, SI_SNAP_DIR, SI_SNAP_WINS, SI_SNAP_LOSSES = 6, 7, 8, 9, 10
@@ -84,15 +97,26 @@ def _peak_push(i, equity, window, sf, si, dq_val, dq_step):  # type: ignore[no-u
     cap = dq_val.shape[1]
     head = si[i, SI_DQ_HEAD]
     count = si[i, SI_DQ_COUNT]
-    while count > 0 and dq_val[i, (head + count - 1) % cap] <= equity:
+    # ring positions without a modulo: head < cap and count <= cap, so one wrap at most
+    back = head + count - 1
+    if back >= cap:
+        back -= cap
+    while count > 0 and dq_val[i, back] <= equity:
         count -= 1
-    slot = (head + count) % cap
+        back -= 1
+        if back < 0:
+            back += cap
+    slot = back + 1
+    if slot >= cap:
+        slot -= cap
     dq_val[i, slot] = equity
     dq_step[i, slot] = step
     count += 1
     oldest = step - window + 1
     while dq_step[i, head] < oldest:
-        head = (head + 1) % cap
+        head += 1
+        if head >= cap:
+            head -= cap
         count -= 1
     si[i, SI_DQ_HEAD] = head
     si[i, SI_DQ_COUNT] = count
@@ -232,15 +256,13 @@ def size_kernel(directions, bars, regimes, held, vol, sigma, var_long, var_short
 
 
 @njit(cache=True)
-def record_kernel(bars, held, equity, returns, cf, ci, sf, si, dq_val, dq_step, pending):  # type: ignore[no-untyped-def]
-    """RiskEngine.record_step for every env; returns how many envs were written to ``pending``
-    (their Kelly cap waits for ``betainc``: inputs in SF_K_A/B/X, candidate cap in SF_K_CAND),
-    or ``-1 - i`` (nothing updated) when env ``i``'s bar is outside ``returns``."""
+def record_kernel(bars, held, equity, returns, cf, ci, sf, si, dq_val, dq_step):  # type: ignore[no-untyped-def]
+    """RiskEngine.record_step for every env; returns 0, or ``-1 - i`` (nothing updated) when
+    env ``i``'s bar is outside ``returns``."""
     n_bars = returns.shape[0]
     for i in range(bars.shape[0]):
         if bars[i] < 0 or bars[i] >= n_bars:
             return -1 - i
-    n_pending = 0
     period = ci[CI_PERIOD]
     window = ci[CI_WINDOW]
     mode = ci[CI_K_MODE]
@@ -279,12 +301,9 @@ def record_kernel(bars, held, equity, returns, cf, ci, sf, si, dq_val, dq_step, 
                     if mode == K_MODE_STRICT:
                         kcap = _pymax(0.0, cf[CF_K_FRACTION] * full_kelly / mean_loss)
                     elif not full_kelly <= 0.0:
-                        sf[i, SF_K_A] = alpha
-                        sf[i, SF_K_B] = beta
-                        sf[i, SF_K_X] = 1.0 / (1.0 + payoff)
-                        sf[i, SF_K_CAND] = cf[CF_K_FRACTION] * full_kelly / mean_loss
-                        pending[n_pending] = i
-                        n_pending += 1
+                        edge_probability = 1.0 - scipy_betainc(alpha, beta, 1.0 / (1.0 + payoff), 0)
+                        if not edge_probability < cf[CF_K_MIN_EDGE]:
+                            kcap = cf[CF_K_FRACTION] * full_kelly / mean_loss
             sf[i, SF_KELLY_CAP] = kcap
         steps = si[i, SI_STEPS] + 1
         si[i, SI_STEPS] = steps
@@ -301,4 +320,12 @@ def record_kernel(bars, held, equity, returns, cf, ci, sf, si, dq_val, dq_step, 
                 budget *= 1.0 - cf[CF_RB_STEP]
             sf[i, SF_BUDGET] = _pymin(cf[CF_RB_UPPER], _pymax(cf[CF_RB_LOWER], budget))
             sf[i, SF_PERIOD_START] = e
-    return n_pending
+    return 0
+
+
+@njit(cache=True)
+def betainc_into(a, b, x, out):  # type: ignore[no-untyped-def]
+    """``out[i] = scipy_betainc(a[i], b[i], x[i])`` (the kernels' betainc, for checking it
+    against ``scipy.special.betainc``)."""
+    for i in range(a.shape[0]):
+        out[i] = scipy_betainc(a[i], b[i], x[i], 0)

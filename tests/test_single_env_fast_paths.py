@@ -56,12 +56,13 @@ def test_kelly_cap_shortcut_equals_the_full_estimate(params, n_wins, n_losses, m
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(case=risk_configs(), seed=st.integers(0, 2**16))
-def test_engine_kelly_is_lazy_but_the_same(case, seed) -> None:
-    """After any sequence of steps the engine's cap and (lazily computed) estimate are
-    estimate_kelly of its outcome totals."""
+@given(case=risk_configs(), seed=st.integers(0, 2**16), eager=st.booleans())
+def test_engine_kelly_is_lazy_but_the_same(case, seed, eager) -> None:
+    """After any sequence of steps the engine's cap and (lazily or eagerly computed) estimate
+    are estimate_kelly of its outcome totals."""
     config, returns = case
     engine = RiskEngine(config, returns, max_leverage=2.0)
+    engine.eager_kelly = eager
     rng = np.random.default_rng(seed)
     engine.reset(1.0)
     wins = losses = 0

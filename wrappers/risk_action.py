@@ -123,6 +123,7 @@ class RSSRiskAction(gym.Wrapper):
             train = market.splits["train"]
             config = calibrate_risk(market.returns[train], config=config, gap_before=market.gap_before[train])
         self.engine = RiskEngine(config, market.returns, max_leverage=float(core.max_leverage))
+        self.engine.eager_kelly = self._full_info  # full info reads the estimate every step
         self._composer = BarComposer(self.engine)
         self._market = market
         return self.engine

@@ -61,6 +61,10 @@ class RiskEngine:
         values = np.asarray(returns, dtype=np.float64)
         self.config = config
         self.max_leverage = float(max_leverage)
+        #: Compute the full Kelly estimate at each change of the outcome totals (set when every
+        #: step reads it, as the full-info wrapper does); otherwise only the cap, and the
+        #: estimate when :attr:`kelly` is read. Same values either way.
+        self.eager_kelly = False
         vol_cfg, var_cfg, margin_cfg = config.vol_target, config.portfolio_var, config.safe_margin
         self.vol_annualized = trailing_std(values, vol_cfg.window) * _ANNUALIZE
         self.bar_volatility = trailing_std(values, margin_cfg.window)
@@ -163,10 +167,16 @@ class RiskEngine:
             elif outcome < 0.0:
                 self._n_losses += 1
                 self._total_loss -= outcome
-            self._kelly_cap = kelly_position_cap(
-                self._n_wins, self._n_losses, self._total_win, self._total_loss, self.config.kelly
-            )
-            self._kelly_estimate = None
+            if self.eager_kelly:
+                estimate = self._kelly_estimate = estimate_kelly(
+                    self._n_wins, self._n_losses, self._total_win, self._total_loss, self.config.kelly
+                )
+                self._kelly_cap = estimate.position_cap
+            else:
+                self._kelly_cap = kelly_position_cap(
+                    self._n_wins, self._n_losses, self._total_win, self._total_loss, self.config.kelly
+                )
+                self._kelly_estimate = None
         self._steps += 1
         self._equity = equity = float(equity)
         self._peak.push(equity)

@@ -177,3 +177,17 @@ def test_the_core_builds_the_observation_wrappers_view(prepared) -> None:
         assert observation["regime"] == int(prepared.regime_ids["rules"][t])
         assert env.observation_space.contains(observation)
         observation, *_ = env.step(int(rng.integers(0, 3)))
+
+
+def test_regularized_beta_is_scipys_betainc_bit_for_bit() -> None:
+    from scipy import special
+
+    from himari_env.risk.kelly import regularized_beta
+
+    rng = np.random.default_rng(4)
+    for _ in range(20_000):
+        a = float(rng.choice([rng.uniform(0.1, 30.0), rng.integers(1, 20_000) + rng.uniform(0.1, 5.0)]))
+        b = float(rng.choice([rng.uniform(0.1, 30.0), rng.integers(1, 20_000) + rng.uniform(0.1, 5.0)]))
+        x = float(np.clip(rng.choice([rng.random(), a / (a + b) + rng.normal(0.0, 0.01)]), 1e-12, 1 - 1e-12))
+        assert regularized_beta(a, b, x) == float(special.betainc(a, b, x))
+    assert regularized_beta(3, 2, 0.5) == float(special.betainc(3, 2, 0.5))  # ints are floats

@@ -38,9 +38,16 @@ from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import special
+from scipy.special import cython_special
 
 KELLY_MODES = ("confident_cap", "strict", "off")
+
+
+def regularized_beta(a: float, b: float, x: float) -> float:
+    """``scipy.special.betainc(a, b, x)`` for scalars, bit for bit: the same compiled
+    double-precision function that the ufunc's float64 loop calls, through its Cython entry
+    point, which costs a fifth of a ufunc call on Python scalars (tested equal)."""
+    return cython_special.betainc(float(a), float(b), float(x))  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -152,7 +159,7 @@ def estimate_kelly(
         payoff = params.payoff_prior_ratio
     full_kelly = win_rate - (1.0 - win_rate) / payoff
     # P(p > breakeven) under Beta(alpha, beta): the upper tail of the regularized beta function.
-    edge_probability = 1.0 - float(special.betainc(alpha, beta, 1.0 / (1.0 + payoff)))
+    edge_probability = 1.0 - regularized_beta(alpha, beta, 1.0 / (1.0 + payoff))
     mean_loss = total_loss / n_losses if n_losses > 0 else math.nan
     n_trades = n_wins + n_losses
 
@@ -203,7 +210,7 @@ def kelly_position_cap(n_wins: int, n_losses: int, total_win: float, total_loss:
         return max(0.0, params.fraction * full_kelly / mean_loss)
     if full_kelly <= 0.0:
         return math.inf
-    edge_probability = 1.0 - float(special.betainc(alpha, beta, 1.0 / (1.0 + payoff)))
+    edge_probability = 1.0 - regularized_beta(alpha, beta, 1.0 / (1.0 + payoff))
     if edge_probability < params.min_edge_probability:
         return math.inf
     return params.fraction * full_kelly / mean_loss

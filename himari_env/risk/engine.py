@@ -115,6 +115,8 @@ class RiskEngine:
         self._peak.reset(float(equity))
         self._kelly_cap = math.inf  # estimate_kelly(0, 0, 0.0, 0.0, ...).position_cap in every mode
         self._kelly_estimate: KellyEstimate | None = None
+        self._kelly_params = self.config.kelly
+        self._period_bars = self.config.risk_budget.period_bars
 
     @property
     def kelly(self) -> KellyEstimate:
@@ -169,19 +171,19 @@ class RiskEngine:
                 self._total_loss -= outcome
             if self.eager_kelly:
                 estimate = self._kelly_estimate = estimate_kelly(
-                    self._n_wins, self._n_losses, self._total_win, self._total_loss, self.config.kelly
+                    self._n_wins, self._n_losses, self._total_win, self._total_loss, self._kelly_params
                 )
                 self._kelly_cap = estimate.position_cap
             else:
                 self._kelly_cap = kelly_position_cap(
-                    self._n_wins, self._n_losses, self._total_win, self._total_loss, self.config.kelly
+                    self._n_wins, self._n_losses, self._total_win, self._total_loss, self._kelly_params
                 )
                 self._kelly_estimate = None
         self._steps += 1
         self._equity = equity = float(equity)
         self._peak.push(equity)
-        budget_cfg = self.config.risk_budget
-        if self._steps % budget_cfg.period_bars == 0:
+        if self._steps % self._period_bars == 0:
+            budget_cfg = self.config.risk_budget
             start = self._period_start_equity
             # Only the sign matters; a wiped-out account (equity <= 0) is a loss.
             period_pnl = math.log(equity / start) if equity > 0.0 and start > 0.0 else -1.0

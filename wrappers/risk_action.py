@@ -136,8 +136,9 @@ class RSSRiskAction(gym.Wrapper):
         return observation, info
 
     def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
-        if type(action) is int and 0 <= action <= 2:  # the fast path; anything else is checked
-            index = action
+        kind = type(action)
+        if (kind is int or kind is np.int64) and 0 <= action <= 2:  # the fast path; the rest is checked
+            index = int(action)
         else:
             try:
                 index = int(action)
@@ -152,8 +153,9 @@ class RSSRiskAction(gym.Wrapper):
         t = core.bar_index
         direction = _DIRECTIONS[index]
         held = core.position
-        drawdown = engine.brake_drawdown()
         risk_budget = engine.risk_budget
+        # HOLD needs no state (only the full info reports it)
+        drawdown = engine.brake_drawdown() if direction or self._full_info else 0.0
         if direction == 0:
             sizes = _HOLD_SIZES
             position = 0.0

@@ -35,7 +35,7 @@ from himari_env.risk.composer import (
 from himari_env.risk.config import RiskConfig
 from himari_env.risk.engine import RiskEngine
 from himari_env.risk.evt import evt_position_cap
-from himari_env.risk.kelly import KELLY_MODES, estimate_kelly
+from himari_env.risk.kelly import KELLY_MODES, KellyEstimate, estimate_kelly
 
 #: Binding codes in :attr:`SizingBatch.binding`: an index into ``METHOD_ORDER``, or these.
 BINDING_CODE_NONE = kn.BINDING_CODE_NONE
@@ -205,6 +205,7 @@ class BatchedRiskLayer:
         self._dq_step = np.zeros((n, capacity), dtype=np.int64)
         self._error = np.zeros(2, dtype=np.int64)
         self._kelly_params = cfg.kelly
+        self._kelly_cache: list[tuple[tuple[int, int, float, float], KellyEstimate] | None] = [None] * n
         self.reset(np.arange(n), np.ones(n))
         self._si[:, kn.SI_SNAP_DIR] = 0
 
@@ -270,8 +271,13 @@ class BatchedRiskLayer:
         si = self._si[i].tolist()
         bar = si[kn.SI_SNAP_BAR]
         direction = si[kn.SI_SNAP_DIR]
-        kelly = estimate_kelly(si[kn.SI_SNAP_WINS], si[kn.SI_SNAP_LOSSES], sf[kn.SF_SNAP_WIN],
-                               sf[kn.SF_SNAP_LOSS], self._kelly_params)
+        totals = (si[kn.SI_SNAP_WINS], si[kn.SI_SNAP_LOSSES], sf[kn.SF_SNAP_WIN], sf[kn.SF_SNAP_LOSS])
+        cached = self._kelly_cache[i]
+        if cached is not None and cached[0] == totals:
+            kelly = cached[1]
+        else:  # the estimate changes only with the totals (in-market steps)
+            kelly = estimate_kelly(*totals, self._kelly_params)
+            self._kelly_cache[i] = (totals, kelly)
         var = self._var_long if direction >= 0 else self._var_short
         return {
             "regime": si[kn.SI_SNAP_REGIME],

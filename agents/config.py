@@ -41,6 +41,7 @@ import yaml
 
 from himari_env.config_codec import decode_dataclass, encode_dataclass
 from himari_env.constants import DEFAULT_FEE_RATE, MAX_FEE_RATE, REGIME_SOURCES, REWARD_PRESETS
+from wrappers.action_sets import ACTION_SETS
 
 __all__ = [
     "REGIME_SOURCES",
@@ -101,6 +102,7 @@ class EnvConfig:
     risk: bool = True
     market_seed: int = 0
     decision_interval: int = 1
+    action_set: str = "long_short"
     split_fractions: tuple[float, ...] = (0.6, 0.2, 0.2)
 
     def __post_init__(self) -> None:
@@ -111,6 +113,7 @@ class EnvConfig:
         _require(self.decision_interval >= 1, "env.decision_interval",
                  f"must be >= 1 bar per decision, got {self.decision_interval}")
         _one_of(self.split, SPLITS, "env.split")
+        _one_of(self.action_set, ACTION_SETS, "env.action_set")
         _require(self.context >= 1, "env.context", f"must be >= 1 bar, got {self.context}")
         _one_of(self.reward, REWARD_PRESETS, "env.reward")
         _one_of(self.regime_source, REGIME_SOURCES, "env.regime_source")
@@ -143,6 +146,7 @@ class EnvConfig:
             "risk": self.risk,
             "seed": self.market_seed,
             "decision_interval": self.decision_interval,
+            "action_set": self.action_set,
         }
         unknown = sorted(set(overrides) - set(kwargs))
         if unknown:

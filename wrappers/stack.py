@@ -7,6 +7,8 @@
       -> RegimeFeatureObservation(...)      observation: EKF-denoised + percentile features,
                                             regime from the labeler or the HMM filter
       -> RSSRiskAction | DiscreteDirection  action: Discrete(3) -> sized target position
+      -> LongFlatActions                    (action_set "long_flat") Discrete(2) HOLD/LONG
+      -> DecisionInterval                   (decision_interval > 1) hold each action k bars
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from himari_env.artifacts import RunArtifacts
 from himari_env.constants import DEFAULT_FEE_RATE
 from himari_env.env import HimariBTCEnv
 from himari_env.pipeline import PipelineConfig, PreparedMarket, prepare_market
+from wrappers.action_sets import ACTION_SETS, LongFlatActions
 from wrappers.actions import DiscreteDirection
 from wrappers.observations import REGIME_SOURCES, RegimeFeatureObservation
 from wrappers.rewards import RewardConfig
@@ -131,6 +134,7 @@ def make_himari_env(
     pipeline_config: PipelineConfig | dict[str, Any] | None = None,
     render_mode: str | None = None,
     decision_interval: int = 1,
+    action_set: str = "long_short",
     info_level: str = "full",
     pipeline: Any = None,
 ) -> gym.Env:
@@ -163,6 +167,8 @@ def make_himari_env(
     decision_interval : bars per decision (default 1): the outermost
         :class:`~wrappers.decision.DecisionInterval` holds each action that many bars and
         sums their rewards; the market, fee and risk layer still step every bar.
+    action_set : ``"long_short"`` (Discrete(3) HOLD/LONG/SHORT) or ``"long_flat"`` (Discrete(2)
+        HOLD/LONG, the spot trader's set; see :mod:`wrappers.action_sets`).
     info_level : ``"full"`` (default: every info key) or ``"training"``: the RSS layer adds
         only ``info["action"]`` (no ``risk``, ``risk_binding``, ``risk_rebalanced``,
         ``risk_state``), which is all the training callbacks read; observations, rewards and
@@ -176,6 +182,8 @@ def make_himari_env(
         )
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if action_set not in ACTION_SETS:
+        raise ValueError(f"action_set must be one of {ACTION_SETS}, got {action_set!r}")
     if info_level not in INFO_LEVELS:
         raise ValueError(f"info_level must be one of {INFO_LEVELS}, got {info_level!r}")
     if regime_source not in REGIME_SOURCES:
@@ -231,6 +239,8 @@ def make_himari_env(
         env = RSSRiskAction(env, risk_config, info_level=info_level)
     else:
         env = DiscreteDirection(env)
+    if action_set == "long_flat":
+        env = LongFlatActions(env)
     if decision_interval != 1:
         from wrappers.decision import DecisionInterval
 

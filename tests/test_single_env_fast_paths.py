@@ -191,3 +191,26 @@ def test_regularized_beta_is_scipys_betainc_bit_for_bit() -> None:
         x = float(np.clip(rng.choice([rng.random(), a / (a + b) + rng.normal(0.0, 0.01)]), 1e-12, 1 - 1e-12))
         assert regularized_beta(a, b, x) == float(special.betainc(a, b, x))
     assert regularized_beta(3, 2, 0.5) == float(special.betainc(3, 2, 0.5))  # ints are floats
+
+
+def _binding_as_specified(sizes: tuple[float, ...]) -> str:
+    """The binding rule as first written: smallest after/before ratio below 1, first on ties."""
+    from himari_env.risk.composer import BINDING_NONE, METHOD_ORDER
+
+    best_ratio, best, before = 1.0, BINDING_NONE, sizes[0]
+    for name, after in zip(METHOD_ORDER, sizes[1:], strict=True):
+        if before > 0.0:
+            ratio = after / before
+            if ratio < best_ratio:
+                best_ratio, best = ratio, name
+        before = after
+    return best
+
+
+@settings(max_examples=2000, deadline=None)
+@given(sizes=st.lists(st.one_of(st.sampled_from([0.0, 0.1, 0.5, 1.0, 1.2, 3.0]), st.floats(0.0, 5.0)),
+                      min_size=10, max_size=10))
+def test_binding_method_keeps_its_rule(sizes) -> None:
+    from himari_env.risk.composer import binding_method
+
+    assert binding_method(tuple(sizes)) == _binding_as_specified(tuple(sizes))

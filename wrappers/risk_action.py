@@ -37,7 +37,6 @@ the outcome totals).
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +57,17 @@ _DIRECTIONS = (0, 1, -1)
 #: ``info`` levels: everything, or only what the training callbacks read.
 INFO_LEVELS = ("full", "training")
 _HOLD_SIZES = (0.0,) * (len(METHOD_ORDER) + 1)
+
+
+def _trace(sizes: tuple[float, ...]) -> dict[str, tuple[float, float]]:
+    """``Sizing.trace()``: ``{method: (size before, size after)}`` in pipeline order."""
+    s0, s1, s2, s3, s4, s5, s6, s7, s8, s9 = sizes
+    return {"h3_vol_target": (s0, s1), "regime_multiplier": (s1, s2), "h8_risk_budget": (s2, s3),
+            "h4_drawdown_brake": (s3, s4), "h6_safe_margin": (s4, s5), "h2_kelly": (s5, s6),
+            "h1_evt": (s6, s7), "h5_var": (s7, s8), "h7_leverage": (s8, s9)}
+
+
+assert tuple(_trace(tuple(map(float, range(10))))) == METHOD_ORDER
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -177,7 +187,7 @@ class RSSRiskAction(gym.Wrapper):
         self._regime = int(observation["regime"])
         info["action"] = index
         if self._full_info:
-            info["risk"] = dict(zip(METHOD_ORDER, itertools.pairwise(sizes)))
+            info["risk"] = _trace(sizes)
             info["risk_binding"] = BINDING_HOLD if direction == 0 else binding_method(sizes)
             info["risk_rebalanced"] = rebalanced
             info["risk_state"] = {

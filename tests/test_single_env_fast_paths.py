@@ -214,3 +214,11 @@ def test_binding_method_keeps_its_rule(sizes) -> None:
     from himari_env.risk.composer import binding_method
 
     assert binding_method(tuple(sizes)) == _binding_as_specified(tuple(sizes))
+
+
+def test_kelly_estimate_reports_as_before() -> None:
+    params = KellyParams(min_trades=5, min_edge_probability=0.95)
+    estimate = estimate_kelly(30, 28, 0.3, 0.27, params)
+    assert type(estimate).__name__ == "KellyEstimate" and estimate.n_wins == 30 and estimate[1] == 28
+    assert estimate.reason == f"edge not credible (P(edge>0)={estimate.edge_probability:.3f} < 0.95)"
+    assert estimate_kelly(2, 1, 0.1, 0.1, params).reason == "too few trades (3 < 5)"

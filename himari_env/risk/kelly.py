@@ -118,6 +118,10 @@ class KellyEstimate(NamedTuple):
     reason: str
 
 
+_NOT_CREDIBLE_SUFFIX: dict[float, str] = {}
+_new_tuple = tuple.__new__
+
+
 def kelly_fraction(win_rate: float, payoff_ratio: float) -> float:
     """Full Kelly ``f* = p - (1 - p) / b`` for a bet winning ``b`` per unit lost."""
     if not 0.0 <= win_rate <= 1.0:
@@ -173,13 +177,19 @@ def estimate_kelly(
     elif params.mode == "strict":
         informative, cap, reason = True, max(0.0, params.fraction * full_kelly / mean_loss), "strict"
     elif edge_probability < params.min_edge_probability:
-        reason = f"edge not credible (P(edge>0)={edge_probability:.3f} < {params.min_edge_probability})"
+        # f"edge not credible (P(edge>0)={edge_probability:.3f} < {min_edge_probability})", with
+        # the constant tail formatted once per threshold (this runs on most in-market steps)
+        suffix = _NOT_CREDIBLE_SUFFIX.get(params.min_edge_probability)
+        if suffix is None:
+            suffix = _NOT_CREDIBLE_SUFFIX[params.min_edge_probability] = f" < {params.min_edge_probability})"
+        reason = f"edge not credible (P(edge>0)={edge_probability:.3f}{suffix}"
     elif full_kelly <= 0.0:
         reason = "no positive edge"
     else:
         informative, cap, reason = True, params.fraction * full_kelly / mean_loss, "credible positive edge"
-    return KellyEstimate(n_wins, n_losses, win_rate, payoff, full_kelly, edge_probability,
-                         mean_loss, informative, cap, reason)
+    # KellyEstimate(...) without the generated __new__'s call overhead (the same tuple)
+    return _new_tuple(KellyEstimate, (n_wins, n_losses, win_rate, payoff, full_kelly, edge_probability,
+                                      mean_loss, informative, cap, reason))
 
 
 def kelly_position_cap(n_wins: int, n_losses: int, total_win: float, total_loss: float,

@@ -9,6 +9,12 @@ Two kernels loop over the N envs with exactly the scalar arithmetic of the singl
 * :func:`record_kernel`: Kelly outcome totals and position cap, the risk budget's period
   update and the rolling peak (a per-env monotonic deque in a ring buffer).
 
+Kelly's cap in ``confident_cap`` mode is either ``inf`` or ``fraction * f* / mean_loss``
+depending on whether the edge is credible. The size only depends on that decision when the
+credible cap is below the size reaching the Kelly stage (``min(s5, cap)`` is ``s5`` for
+``inf`` and for any candidate ``>= s5``), so :func:`record_kernel` stores the candidate and
+:func:`size_kernel` decides credibility only when it could bind.
+
 Kelly's edge probability needs the regularized incomplete beta function. The kernel calls
 scipy's own compiled double-precision ``betainc`` (the function behind
 ``scipy.special.betainc``'s float64 loop, exported by ``scipy.special.cython_special``) as an
@@ -60,11 +66,15 @@ K_MODE_CONFIDENT, K_MODE_STRICT, K_MODE_OFF = 0, 1, 2
 SF_BUDGET, SF_EQUITY, SF_PERIOD_START, SF_TOTAL_WIN, SF_TOTAL_LOSS, SF_KELLY_CAP, SF_PEAK = 0, 1, 2, 3, 4, 5, 6
 # snapshot at size(): drawdown, budget, Kelly totals
 SF_SNAP_DD, SF_SNAP_BUDGET, SF_SNAP_WIN, SF_SNAP_LOSS = 7, 8, 9, 10
-SF_SIZE = 11
+# a Kelly cap whose credibility is undecided: SF_KELLY_CAP holds the cap if credible, these
+# the betainc arguments (alpha, beta, x); SI_K_PENDING is 1 while undecided
+SF_K_A, SF_K_B, SF_K_X = 11, 12, 13
+SF_SIZE = 14
 # ---- si: int state per env
 SI_N_WINS, SI_N_LOSSES, SI_STEPS, SI_DQ_HEAD, SI_DQ_COUNT, SI_DQ_STEP = 0, 1, 2, 3, 4, 5
 SI_SNAP_BAR, SI_SNAP_REGIME, SI_SNAP_DIR, SI_SNAP_WINS, SI_SNAP_LOSSES = 6, 7, 8, 9, 10
-SI_SIZE = 11
+SI_K_PENDING = 11
+SI_SIZE = 12
 
 BINDING_CODE_NONE = -1
 BINDING_CODE_HOLD = -2
@@ -207,7 +217,16 @@ def size_kernel(directions, bars, regimes, held, vol, sigma, var_long, var_short
             if not sg == sg:
                 sg = 0.0
             s5 = _pymin(s4, cf[CF_SM_BUFFER] / (1.0 * (cf[CF_SM_K] * sg * cf[CF_SM_SQRT_H] + cf[CF_SM_COST])))
-            s6 = _pymin(s5, sf[i, SF_KELLY_CAP])
+            kelly_cap = sf[i, SF_KELLY_CAP]
+            if si[i, SI_K_PENDING] != 0 and kelly_cap < s5:
+                # the credible cap would bind: decide credibility now (otherwise min(s5, cap)
+                # is s5 whether the cap is this candidate or inf, and the decision can wait)
+                edge_probability = 1.0 - scipy_betainc(sf[i, SF_K_A], sf[i, SF_K_B], sf[i, SF_K_X], 0)
+                if edge_probability < cf[CF_K_MIN_EDGE]:
+                    kelly_cap = math.inf
+                sf[i, SF_KELLY_CAP] = kelly_cap
+                si[i, SI_K_PENDING] = 0
+            s6 = _pymin(s5, kelly_cap)
             s7 = _pymin(s6, cf[CF_EVT_LONG] if d > 0 else cf[CF_EVT_SHORT])
             unit_var = var_long[bar] if d > 0 else var_short[bar]
             var_cap = cf[CF_VAR_BUDGET] / unit_var if unit_var > 0.0 else math.inf
@@ -284,6 +303,7 @@ def record_kernel(bars, held, equity, returns, cf, ci, sf, si, dq_val, dq_step):
             total_win = sf[i, SF_TOTAL_WIN]
             total_loss = sf[i, SF_TOTAL_LOSS]
             kcap = math.inf
+            pending = 0
             if mode != K_MODE_OFF and n_wins + n_losses >= min_trades:
                 mean_loss = total_loss / n_losses if n_losses > 0 else math.nan
                 if mean_loss > 0.0:
@@ -301,10 +321,14 @@ def record_kernel(bars, held, equity, returns, cf, ci, sf, si, dq_val, dq_step):
                     if mode == K_MODE_STRICT:
                         kcap = _pymax(0.0, cf[CF_K_FRACTION] * full_kelly / mean_loss)
                     elif not full_kelly <= 0.0:
-                        edge_probability = 1.0 - scipy_betainc(alpha, beta, 1.0 / (1.0 + payoff), 0)
-                        if not edge_probability < cf[CF_K_MIN_EDGE]:
-                            kcap = cf[CF_K_FRACTION] * full_kelly / mean_loss
+                        # the cap if the edge is credible; the betainc waits until it could bind
+                        kcap = cf[CF_K_FRACTION] * full_kelly / mean_loss
+                        sf[i, SF_K_A] = alpha
+                        sf[i, SF_K_B] = beta
+                        sf[i, SF_K_X] = 1.0 / (1.0 + payoff)
+                        pending = 1
             sf[i, SF_KELLY_CAP] = kcap
+            si[i, SI_K_PENDING] = pending
         steps = si[i, SI_STEPS] + 1
         si[i, SI_STEPS] = steps
         e = equity[i]

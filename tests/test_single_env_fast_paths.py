@@ -16,7 +16,9 @@ from himari_env.data import synthesize_market
 from himari_env.env import core_env
 from himari_env.pipeline import prepare_market
 from himari_env.risk.bar_composer import BarComposer
+from himari_env.risk.calibration import calibrate_risk
 from himari_env.risk.composer import RiskState, compose_position
+from himari_env.risk.config import RiskConfig
 from himari_env.risk.engine import RiskEngine
 from himari_env.risk.kelly import KELLY_MODES, KellyParams, estimate_kelly, kelly_position_cap
 from himari_env.risk.portfolio_var import var_position_cap
@@ -222,3 +224,57 @@ def test_kelly_estimate_reports_as_before() -> None:
     assert type(estimate).__name__ == "KellyEstimate" and estimate.n_wins == 30 and estimate[1] == 28
     assert estimate.reason == f"edge not credible (P(edge>0)={estimate.edge_probability:.3f} < 0.95)"
     assert estimate_kelly(2, 1, 0.1, 0.1, params).reason == "too few trades (3 < 5)"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=risk_configs(), seed=st.integers(0, 2**16), skill=st.floats(0.5, 0.95),
+       fraction=st.sampled_from([0.002, 0.02, 0.25, 1.0]))
+def test_an_undecided_kelly_cap_gives_the_same_sizes(case, seed, skill, fraction) -> None:
+    """The RSS wrapper's path (BarComposer with the engine's undecided Kelly cap, decided only
+    when it could bind) gives compose_position's sizes on the engine's decided state."""
+    config, returns = case
+    config = config.replace(kelly=KellyParams(mode="confident_cap", min_trades=3, fraction=fraction,
+                                              min_edge_probability=config.kelly.min_edge_probability))
+    drive_undecided_kelly(config, returns, seed=seed, skill=skill)
+
+
+def drive_undecided_kelly(config, returns, *, seed: int, skill: float) -> dict[str, int]:
+    """Step an engine with outcomes of the given skill; at each step compare the deferred path
+    with compose_position; return how often the decision was made or skipped."""
+    engine = RiskEngine(config, returns, max_leverage=3.0)
+    composer = BarComposer(engine)
+    rng = np.random.default_rng(seed)
+    engine.reset(1.0)
+    counts = {"decided": 0, "skipped": 0}
+
+    def resolve() -> float:
+        counts["decided"] += 1
+        return engine.resolve_kelly_cap()
+
+    for _ in range(150):
+        bar = int(rng.integers(1, returns.size - 1))
+        direction = int(rng.choice([-1, 1]))
+        regime = int(rng.integers(0, 4))
+        drawdown = engine.brake_drawdown()
+        pending = engine._kelly_pending is not None
+        sizes = composer.sizes(direction, bar, regime, drawdown, engine.risk_budget, engine._kelly_cap,
+                               resolve if pending else None)
+        counts["skipped"] += pending and engine._kelly_pending is not None
+        expected = compose_position(direction, engine.state(bar, regime, drawdown), config, 3.0).sizes
+        assert sizes == expected
+        right = rng.random() < skill
+        held = float(np.sign(returns[bar + 1])) * (1.0 if right else -1.0) * float(rng.uniform(0.1, 1.0))
+        engine.record_step(bar + 1, held, float(rng.uniform(0.8, 1.2)))
+    assert engine.kelly_cap == engine.kelly.position_cap
+    return counts
+
+
+def test_the_kelly_decision_is_made_when_it_could_bind_and_skipped_otherwise() -> None:
+    from tests.test_risk_batched import _returns
+
+    returns = _returns(7, 0.01)
+    for fraction, key in ((0.005, "decided"), (1.0, "skipped")):
+        config = calibrate_risk(returns[1:], config=RiskConfig(
+            kelly=KellyParams(min_trades=3, fraction=fraction, min_edge_probability=0.6)))
+        counts = drive_undecided_kelly(config, returns, seed=0, skill=0.8)
+        assert counts[key] > 5, counts

@@ -170,7 +170,9 @@ class RSSRiskAction(gym.Wrapper):
             sizes = _HOLD_SIZES
             position = 0.0
         else:
-            sizes = composer.sizes(direction, t, self._regime, drawdown, risk_budget, engine.kelly_cap)
+            # an undecided Kelly cap is decided (betainc) only if it could bind
+            sizes = composer.sizes(direction, t, self._regime, drawdown, risk_budget, engine._kelly_cap,
+                                   None if engine._kelly_pending is None else engine.resolve_kelly_cap)
             position = direction * sizes[9]
         # the rebalance band (composer.apply_rebalance_band)
         rebalanced = True

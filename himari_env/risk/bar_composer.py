@@ -13,6 +13,7 @@ the single-env :class:`~wrappers.risk_action.RSSRiskAction` uses it in place of
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -59,9 +60,15 @@ class BarComposer:
         self.leverage_knee = min(config.leverage.decay_start, cap)
 
     def sizes(self, direction: int, bar: int, regime_id: int, drawdown: float, risk_budget: float,
-              kelly_cap: float) -> tuple[float, ...]:
+              kelly_cap: float, resolve_kelly: Callable[[], float] | None = None) -> tuple[float, ...]:
         """``compose_position(direction, state, config, max_leverage).sizes`` for ``direction``
-        in {-1, 1} at decision bar ``bar`` (the state's other inputs given)."""
+        in {-1, 1} at decision bar ``bar`` (the state's other inputs given).
+
+        ``resolve_kelly``: when given, ``kelly_cap`` is the cap Kelly's edge gives *if* it is
+        credible, undecided; ``resolve_kelly()`` returns the decided cap and is called only
+        when that value is below the size reaching the Kelly stage (otherwise the minimum is
+        that size whichever way it is decided).
+        """
         if not 0 <= regime_id < N_REGIMES:
             raise ValueError(f"regime id {regime_id!r} is not one of 0..{N_REGIMES - 1} {REGIME_NAMES}")
         s1 = 1.0 * self.scale[bar]
@@ -75,6 +82,8 @@ class BarComposer:
                 break
         s4 = s3 * (1.0 - cut)
         s5 = min(s4, self.margin_cap[bar])
+        if resolve_kelly is not None and kelly_cap < s5:
+            kelly_cap = resolve_kelly()
         s6 = min(s5, kelly_cap)
         if direction > 0:
             s7 = min(s6, self.evt_cap_long)

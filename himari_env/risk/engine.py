@@ -32,7 +32,12 @@ from himari_env.constants import BARS_PER_YEAR
 from himari_env.risk.composer import RiskState, Sizing, compose_position
 from himari_env.risk.config import RiskConfig
 from himari_env.risk.drawdown_brake import RollingPeak
-from himari_env.risk.kelly import KellyEstimate, estimate_kelly, kelly_position_cap
+from himari_env.risk.kelly import (
+    KellyEstimate,
+    estimate_kelly,
+    kelly_cap_candidate,
+    regularized_beta,
+)
 from himari_env.risk.portfolio_var import rolling_historical_var
 from himari_env.risk.risk_budget import update_risk_budget
 from himari_env.risk.vol_target import trailing_std
@@ -114,6 +119,8 @@ class RiskEngine:
         self._peak = RollingPeak(self.config.drawdown_brake.peak_window_bars)
         self._peak.reset(float(equity))
         self._kelly_cap = math.inf  # estimate_kelly(0, 0, 0.0, 0.0, ...).position_cap in every mode
+        # (alpha, beta, x) while the cap's credibility is undecided (_kelly_cap: the credible cap)
+        self._kelly_pending: tuple[float, float, float] | None = None
         self._kelly_estimate: KellyEstimate | None = None
         self._kelly_params = self.config.kelly
         self._period_bars = self.config.risk_budget.period_bars
@@ -133,6 +140,21 @@ class RiskEngine:
     def kelly_cap(self) -> float:
         """H2's cap on |position| for the outcomes recorded so far (``inf``: not informative);
         equal to ``self.kelly.position_cap`` without computing the full estimate."""
+        if self._kelly_pending is not None:
+            return self.resolve_kelly_cap()
+        return self._kelly_cap
+
+    def resolve_kelly_cap(self) -> float:
+        """Decide whether the edge is credible (one ``betainc``) and return :attr:`kelly_cap`.
+        Until then ``_kelly_cap`` holds the cap the edge would give if credible: a caller that
+        only needs ``min(size, cap)`` may skip the decision when that value is ``>= size``
+        (``min`` is ``size`` either way), as :class:`~himari_env.risk.bar_composer.BarComposer`
+        does."""
+        pending = self._kelly_pending
+        if pending is not None:
+            if 1.0 - regularized_beta(*pending) < self._kelly_params.min_edge_probability:
+                self._kelly_cap = math.inf
+            self._kelly_pending = None
         return self._kelly_cap
 
     def brake_drawdown(self) -> float:
@@ -149,7 +171,7 @@ class RiskEngine:
             regime_id,
             drawdown,
             self.risk_budget,
-            self._kelly_cap,
+            self.kelly_cap,
         )
 
     def size(self, direction: int, bar_index: int, regime_id: int, drawdown: float) -> Sizing:
@@ -174,8 +196,9 @@ class RiskEngine:
                     self._n_wins, self._n_losses, self._total_win, self._total_loss, self._kelly_params
                 )
                 self._kelly_cap = estimate.position_cap
+                self._kelly_pending = None
             else:
-                self._kelly_cap = kelly_position_cap(
+                self._kelly_cap, self._kelly_pending = kelly_cap_candidate(
                     self._n_wins, self._n_losses, self._total_win, self._total_loss, self._kelly_params
                 )
                 self._kelly_estimate = None

@@ -192,19 +192,20 @@ def estimate_kelly(
                                       mean_loss, informative, cap, reason))
 
 
-def kelly_position_cap(n_wins: int, n_losses: int, total_win: float, total_loss: float,
-                       params: KellyParams) -> float:
-    """``estimate_kelly(...).position_cap``, computed with the same arithmetic but without the
-    regularized incomplete beta function wherever the cap does not depend on it (mode off,
-    fewer than ``min_trades`` outcomes, no loss, strict mode, or a full Kelly <= 0). Only a
-    ``confident_cap`` estimate with enough outcomes and a positive full Kelly calls
-    ``betainc``. Totals are assumed valid (>= 0), as the engine builds them."""
+def kelly_cap_candidate(n_wins: int, n_losses: int, total_win: float, total_loss: float,
+                        params: KellyParams) -> tuple[float, tuple[float, float, float] | None]:
+    """``estimate_kelly(...).position_cap`` where it does not depend on the edge probability,
+    with the same arithmetic: ``(cap, None)``. Otherwise (``confident_cap`` mode, at least
+    ``min_trades`` outcomes, a loss, a positive full Kelly) ``(credible_cap, (alpha, beta, x))``:
+    the cap is ``credible_cap`` when ``1 - betainc(alpha, beta, x) >= min_edge_probability``
+    and ``inf`` otherwise (:func:`kelly_position_cap` decides it). Totals are assumed valid
+    (>= 0), as the engine builds them."""
     mode = params.mode
     if mode == "off" or n_wins + n_losses < params.min_trades or n_losses <= 0:
-        return math.inf
+        return math.inf, None
     mean_loss = total_loss / n_losses
     if not mean_loss > 0.0:
-        return math.inf
+        return math.inf, None
     alpha = params.prior_alpha + n_wins
     beta = params.prior_beta + n_losses
     win_rate = alpha / (alpha + beta)
@@ -217,10 +218,19 @@ def kelly_position_cap(n_wins: int, n_losses: int, total_win: float, total_loss:
         payoff = params.payoff_prior_ratio
     full_kelly = win_rate - (1.0 - win_rate) / payoff
     if mode == "strict":
-        return max(0.0, params.fraction * full_kelly / mean_loss)
+        return max(0.0, params.fraction * full_kelly / mean_loss), None
     if full_kelly <= 0.0:
-        return math.inf
-    edge_probability = 1.0 - regularized_beta(alpha, beta, 1.0 / (1.0 + payoff))
-    if edge_probability < params.min_edge_probability:
-        return math.inf
-    return params.fraction * full_kelly / mean_loss
+        return math.inf, None
+    return params.fraction * full_kelly / mean_loss, (alpha, beta, 1.0 / (1.0 + payoff))
+
+
+def kelly_position_cap(n_wins: int, n_losses: int, total_win: float, total_loss: float,
+                       params: KellyParams) -> float:
+    """``estimate_kelly(...).position_cap``, computed with the same arithmetic but calling the
+    regularized incomplete beta function only where the cap depends on it (see
+    :func:`kelly_cap_candidate`)."""
+    cap, pending = kelly_cap_candidate(n_wins, n_losses, total_win, total_loss, params)
+    if pending is None:
+        return cap
+    edge_probability = 1.0 - regularized_beta(*pending)
+    return math.inf if edge_probability < params.min_edge_probability else cap

@@ -122,8 +122,10 @@ def drive(config: RiskConfig, returns: np.ndarray, *, n_envs: int, n_steps: int,
         a = fast.size(directions, bars, regimes, held)
         b = reference.size(directions, bars, regimes, held)
         assert_same_batch(a, b)
+        expected_infos = [reference.risk_state_info(i) for i in range(n_envs)]
         for i in range(n_envs):
-            assert fast.risk_state_info(i) == reference.risk_state_info(i)
+            assert fast.risk_state_info(i) == expected_infos[i]
+        assert fast.risk_state_infos() == expected_infos
         seen.update(a.binding.tolist())
         # what the core env would hold over the next bar, with some skill at its sign
         new_bars = bars + 1

@@ -194,6 +194,9 @@ class BatchedRiskLayer:
         self._sigma = np.ascontiguousarray(base.bar_volatility, dtype=np.float64)
         self._var_long = np.ascontiguousarray(base.var_long, dtype=np.float64)
         self._var_short = np.ascontiguousarray(base.var_short, dtype=np.float64)
+        # Python lists for the info dicts (scalar reads several times cheaper than numpy's)
+        self._vol_list, self._sigma_list = self._vol.tolist(), self._sigma.tolist()
+        self._var_long_list, self._var_short_list = self._var_long.tolist(), self._var_short.tolist()
         self._cf, self._ci, self._brake = _pack_config(cfg, self.max_leverage)
         self._budget_initial = float(cfg.risk_budget.initial)
         window = cfg.drawdown_brake.peak_window_bars
@@ -267,8 +270,17 @@ class BatchedRiskLayer:
     def risk_state_info(self, i: int) -> dict[str, Any]:
         """``info["risk_state"]`` of env ``i`` for its latest :meth:`size` call, as the single
         env's wrapper reports it (Kelly as it stood when the size was computed)."""
-        sf = self._sf[i].tolist()
-        si = self._si[i].tolist()
+        if not 0 <= i < self.n_envs:
+            raise IndexError(f"env {i} is not in [0, {self.n_envs})")
+        return self._state_info(i, self._sf[i].tolist(), self._si[i].tolist())
+
+    def risk_state_infos(self) -> list[dict[str, Any]]:
+        """:meth:`risk_state_info` of every env, in env order (one conversion of the state
+        arrays for all of them)."""
+        return [self._state_info(i, sf, si)
+                for i, (sf, si) in enumerate(zip(self._sf.tolist(), self._si.tolist(), strict=True))]
+
+    def _state_info(self, i: int, sf: list[float], si: list[int]) -> dict[str, Any]:
         bar = si[kn.SI_SNAP_BAR]
         direction = si[kn.SI_SNAP_DIR]
         totals = (si[kn.SI_SNAP_WINS], si[kn.SI_SNAP_LOSSES], sf[kn.SF_SNAP_WIN], sf[kn.SF_SNAP_LOSS])
@@ -278,12 +290,12 @@ class BatchedRiskLayer:
         else:  # the estimate changes only with the totals (in-market steps)
             kelly = estimate_kelly(*totals, self._kelly_params)
             self._kelly_cache[i] = (totals, kelly)
-        var = self._var_long if direction >= 0 else self._var_short
+        var = self._var_long_list if direction >= 0 else self._var_short_list
         return {
             "regime": si[kn.SI_SNAP_REGIME],
-            "vol_annualized": _finite_or_none(float(self._vol[bar])),
-            "bar_volatility": _finite_or_none(float(self._sigma[bar])),
-            "var_unit": _finite_or_none(float(var[bar])),
+            "vol_annualized": _finite_or_none(self._vol_list[bar]),
+            "bar_volatility": _finite_or_none(self._sigma_list[bar]),
+            "var_unit": _finite_or_none(var[bar]),
             "drawdown": sf[kn.SF_SNAP_DD],
             "risk_budget": sf[kn.SF_SNAP_BUDGET],
             "kelly_informative": kelly.informative,

@@ -23,7 +23,8 @@ train bars whose label ends inside train, the no-trade threshold chosen on val b
 Sharpe), ``flat``, ``random`` (seeded uniform directions), and on the planted market
 ``oracle`` (the Bayes-filter oracle: knows the generating model, not the hidden state nor the
 future) and ``state_oracle`` (knows the hidden drift sign; an upper bound no causal policy
-reaches); see :mod:`himari_env.data.planted`. Neither oracle counts as a baseline to beat.
+reaches); see :mod:`himari_env.data.planted`; ``oracle_lf`` is ``oracle`` with the long/flat
+action set (long when it is long, else flat). No oracle counts as a baseline to beat.
 """
 
 from __future__ import annotations
@@ -222,6 +223,8 @@ def build_baselines(prepared: Any, *, regime_ids: np.ndarray, risk_config: Any |
             raise ValueError(f"planted market has {planted.planted_sign.size} bars, the prepared market {n}")
         directions["oracle"] = filter_oracle_positions(close, planted.params).astype(np.int8)
         directions["state_oracle"] = np.asarray(planted.planted_sign, dtype=np.int8)
+        # The same oracle with the long/flat action set (action_set "long_flat"): long or flat.
+        directions["oracle_lf"] = np.maximum(directions["oracle"], 0).astype(np.int8)
     directions["flat"] = np.zeros(n, dtype=np.int8)
     directions["random"] = random_directions(n, seed)
     positions = {}
@@ -279,7 +282,7 @@ def run_baselines(baselines: BaselineSet, prepared: Any, *, start: int, stop: in
 
 
 def best_baseline(summaries: dict[str, dict[str, dict[str, Any]]], *, metric: str = "sharpe",
-                  exclude: tuple[str, ...] = ("oracle", "state_oracle")) -> tuple[str, str]:
+                  exclude: tuple[str, ...] = ("oracle", "oracle_lf", "state_oracle")) -> tuple[str, str]:
     """``(name, variant)`` of the baseline with the highest ``metric`` (the oracles excluded)."""
     candidates = [(values[metric], name, variant) for name, variants in summaries.items() if name not in exclude
                   for variant, values in variants.items()]

@@ -123,6 +123,9 @@ class HimariBTCEnv(gym.Env[ObsType, ActType]):
         self._gap_before = market.gap_before.tolist()
         self._features = market.features
         self._timestamps = market.timestamps
+        # The arrays the observation shows (replaced by use_observation_arrays).
+        self._obs_features = market.features
+        self._obs_regimes = self._regimes
 
         self._bar_index = self._first_decision
         self._start_bar = self._first_decision
@@ -248,10 +251,27 @@ class HimariBTCEnv(gym.Env[ObsType, ActType]):
     def _observation(self) -> ObsType:
         t = self._bar_index
         return {
-            "features": self._features[t - self.context + 1 : t + 1].copy(),
-            "regime": self._regimes[t],
+            "features": self._obs_features[t - self.context + 1 : t + 1].copy(),
+            "regime": self._obs_regimes[t],
             "position": np.array([self._position], dtype=np.float32),
         }
+
+    def use_observation_arrays(self, features: np.ndarray, regime_ids: list[int],
+                               observation_space: spaces.Dict) -> None:
+        """Show ``features`` (float32 (n_bars, F')) and ``regime_ids`` (n_bars ints) in the
+        observation instead of the market's, with ``observation_space``.
+
+        For an observation wrapper that replaces both (the stack's
+        :class:`~wrappers.observations.RegimeFeatureObservation`): the core then copies the
+        one window the agent sees instead of a window that would be thrown away. ``info``,
+        accounting and rendering keep the market's arrays.
+        """
+        if features.shape[0] != self.market.n_bars or len(regime_ids) != self.market.n_bars:
+            raise ValueError(f"observation arrays need {self.market.n_bars} rows, got {features.shape[0]} "
+                             f"features and {len(regime_ids)} regimes")
+        self._obs_features = features
+        self._obs_regimes = regime_ids
+        self.observation_space = observation_space
 
     def _info(self, *, fee: float, turnover: float, reward: float, spans_gap: bool) -> dict[str, Any]:
         t = self._bar_index

@@ -91,3 +91,19 @@ def test_passes_use_the_env_accounting(prepared):
     summaries = {name: {variant: p.summary() for variant, p in variants.items()} for name, variants in passes.items()}
     name, variant = best_baseline(summaries)
     assert summaries[name][variant]["sharpe"] == max(v["sharpe"] for variants in summaries.values() for v in variants.values())
+
+
+def test_the_long_flat_oracle_is_the_oracle_long_or_flat_and_never_a_baseline_to_beat():
+    from experiments.baselines import best_baseline
+    from himari_env.data.planted import synthesize_planted_market
+
+    planted = synthesize_planted_market(6_000, 2)
+    prepared_market = prepare_market(planted.frame)
+    baselines = build_baselines(prepared_market, regime_ids=prepared_market.regime_ids["rules"], risk_config=None,
+                                fee_rate=0.001, max_leverage=1.0, seed=0, supervised=False, planted=planted)
+    oracle, oracle_lf = baselines.directions["oracle"], baselines.directions["oracle_lf"]
+    np.testing.assert_array_equal(oracle_lf, np.where(oracle > 0, 1, 0))
+    assert (oracle < 0).any() and set(np.unique(oracle_lf).tolist()) <= {0, 1}
+    summaries = {"oracle": {"raw": {"sharpe": 9.0}}, "oracle_lf": {"raw": {"sharpe": 8.0}},
+                 "flat": {"raw": {"sharpe": 0.0}}}
+    assert best_baseline(summaries)[0] == "flat"

@@ -70,6 +70,16 @@ class RegimeFeatureObservation(gym.ObservationWrapper):
             }
         )
 
+        # The core builds exactly this observation from these arrays (one window copy a step);
+        # step and reset pass it through.
+        self._core.use_observation_arrays(self._features, self._regimes, self.observation_space)
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        return self.env.reset(**kwargs)
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        return self.env.step(action)
+
     def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
         t = self._core.bar_index
         return {

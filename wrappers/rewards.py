@@ -257,6 +257,7 @@ class RegimeReward(gym.Wrapper):
             self._sortino = SortinoShaper(**self.config.sortino)
         self._decision_bar = 0
         self._decision_equity = 1.0
+        self._adaptive = self.config.preset == "adaptive"
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         observation, info = self.env.reset(**kwargs)
@@ -270,6 +271,22 @@ class RegimeReward(gym.Wrapper):
         t = self._decision_bar
         equity_before = self._decision_equity
         observation, base_reward, terminated, truncated, info = self.env.step(action)
+        if self._adaptive:
+            # The default preset without the generic path's dict comprehension and fsum: for
+            # two finite terms math.fsum is the correctly rounded sum, which is IEEE a + b.
+            base = float(base_reward)
+            turnover = info["turnover"]
+            norm_pnl = base / self._sigma[t] + 0.0
+            turnover_cost = (-self._turnover_costs[self._regimes[t]] * self._expected_abs[t] * turnover
+                             if turnover else 0.0) + 0.0
+            reward = norm_pnl + turnover_cost
+            if not math.isfinite(reward):
+                reward = math.fsum((norm_pnl, turnover_cost))
+            info["reward_terms"] = {"norm_pnl": norm_pnl, "turnover_cost": turnover_cost}
+            info["base_reward"] = base
+            self._decision_bar = info["bar_index"]
+            self._decision_equity = info["equity"]
+            return observation, reward, terminated, truncated, info
         position = info["position"]
         # "+ 0.0" turns the -0.0 of an inactive penalty into 0.0 for readable info.
         terms = {name: value + 0.0 for name, value in self._terms(t, position, float(base_reward), info,

@@ -30,6 +30,9 @@ from wrappers.actions import DiscreteDirection
 from wrappers.observations import REGIME_SOURCES, RegimeFeatureObservation
 from wrappers.rewards import RewardConfig
 
+#: ``info`` levels of the stack (see :func:`make_himari_env`).
+INFO_LEVELS = ("full", "training")
+
 #: Bars of the embedded synthetic market (about five years of hours, like the real file).
 SYNTHETIC_BARS = 45_000
 SPLITS = ("train", "val", "test", "all")
@@ -132,6 +135,7 @@ def make_himari_env(
     render_mode: str | None = None,
     decision_interval: int = 1,
     action_set: str = "long_short",
+    info_level: str = "full",
     pipeline: Any = None,
 ) -> gym.Env:
     """Build the full HIMARI stack.
@@ -165,6 +169,10 @@ def make_himari_env(
         sums their rewards; the market, fee and risk layer still step every bar.
     action_set : ``"long_short"`` (Discrete(3) HOLD/LONG/SHORT) or ``"long_flat"`` (Discrete(2)
         HOLD/LONG, the spot trader's set; see :mod:`wrappers.action_sets`).
+    info_level : ``"full"`` (default: every info key) or ``"training"``: the RSS layer adds
+        only ``info["action"]`` (no ``risk``, ``risk_binding``, ``risk_rebalanced``,
+        ``risk_state``), which is all the training callbacks read; observations, rewards and
+        terminations are the same.
     pipeline : removed (use ``artifacts``); passing it raises a TypeError that says so.
     """
     if pipeline is not None:
@@ -176,6 +184,8 @@ def make_himari_env(
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if action_set not in ACTION_SETS:
         raise ValueError(f"action_set must be one of {ACTION_SETS}, got {action_set!r}")
+    if info_level not in INFO_LEVELS:
+        raise ValueError(f"info_level must be one of {INFO_LEVELS}, got {info_level!r}")
     if regime_source not in REGIME_SOURCES:
         raise ValueError(f"regime_source must be one of {REGIME_SOURCES}, got {regime_source!r}")
     reward_config = reward if isinstance(reward, RewardConfig) else RewardConfig(preset=reward)
@@ -226,7 +236,7 @@ def make_himari_env(
     if risk:
         from wrappers.risk_action import RSSRiskAction
 
-        env = RSSRiskAction(env, risk_config)
+        env = RSSRiskAction(env, risk_config, info_level=info_level)
     else:
         env = DiscreteDirection(env)
     if action_set == "long_flat":

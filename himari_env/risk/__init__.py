@@ -45,7 +45,9 @@ from himari_env.risk.kelly import (
     KellyEstimate,
     KellyParams,
     estimate_kelly,
+    kelly_cap_candidate,
     kelly_fraction,
+    kelly_position_cap,
     outcome_totals,
 )
 from himari_env.risk.leverage import LeverageParams, leverage_limit
@@ -101,7 +103,9 @@ __all__ = [
     "fit_gpd",
     "fit_tail",
     "fit_vol_target",
+    "kelly_cap_candidate",
     "kelly_fraction",
+    "kelly_position_cap",
     "leverage_limit",
     "momentum_directions",
     "outcome_totals",

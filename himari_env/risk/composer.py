@@ -148,11 +148,14 @@ def compose_position(
 
 def binding_method(sizes: tuple[float, ...]) -> str:
     """Name of the method with the smallest after/before ratio below 1 (first on ties)."""
+    if len(sizes) != len(METHOD_ORDER) + 1:
+        raise ValueError(f"sizes must hold {len(METHOD_ORDER) + 1} values, got {len(sizes)}")
     best_ratio = 1.0
     best = BINDING_NONE
     before = sizes[0]
-    for name, after in zip(METHOD_ORDER, sizes[1:], strict=True):
-        if before > 0.0:
+    for name, after in zip(METHOD_ORDER, sizes[1:]):
+        # after >= before gives a ratio >= 1 (division is monotone), which never binds: skip it
+        if after < before and before > 0.0:
             ratio = after / before
             if ratio < best_ratio:
                 best_ratio = ratio

@@ -91,10 +91,14 @@ class RollingPeak:
 
     def drawdown(self, equity: float) -> float:
         """``1 - equity / peak`` clipped to [0, 1] (0 when the peak is not positive)."""
-        peak = self.peak
+        peak = self._values[0][1]
         if peak <= 0.0:
             return 0.0
-        return min(max(1.0 - equity / peak, 0.0), 1.0)
+        # min(max(x, 0.0), 1.0) without the calls (same results, NaN included)
+        x = 1.0 - equity / peak
+        if 0.0 > x:
+            x = 0.0
+        return 1.0 if 1.0 < x else x
 
 
 def drawdown_brake_factor(drawdown: float, params: DrawdownBrakeParams) -> float:

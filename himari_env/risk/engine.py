@@ -7,7 +7,10 @@ VaR of a unit long and short. Each step is then O(1): a few list reads, the comp
 arithmetic, and (after each step) an O(1) update of the episode state:
 
 * Kelly outcome totals (H2): the unit-position outcome ``sign(p_t) * r[t+1]`` of every step
-  held in the market; the estimate is refreshed after each such step.
+  held in the market; the position cap is refreshed after each such step
+  (:func:`~himari_env.risk.kelly.kelly_position_cap`: ``betainc`` only where the cap depends
+  on the edge probability) and the full :class:`~himari_env.risk.kelly.KellyEstimate`
+  (:attr:`RiskEngine.kelly`) is computed when read, once per change of the totals.
 * Risk budget (H8): every ``period_bars`` steps, the sign of ``ln(equity / equity at the
   period start)``.
 * Drawdown brake (H4): the rolling peak of the episode's equity over the brake's
@@ -29,7 +32,12 @@ from himari_env.constants import BARS_PER_YEAR
 from himari_env.risk.composer import RiskState, Sizing, compose_position
 from himari_env.risk.config import RiskConfig
 from himari_env.risk.drawdown_brake import RollingPeak
-from himari_env.risk.kelly import KellyEstimate, estimate_kelly
+from himari_env.risk.kelly import (
+    KellyEstimate,
+    estimate_kelly,
+    kelly_cap_candidate,
+    regularized_beta,
+)
 from himari_env.risk.portfolio_var import rolling_historical_var
 from himari_env.risk.risk_budget import update_risk_budget
 from himari_env.risk.vol_target import trailing_std
@@ -58,6 +66,10 @@ class RiskEngine:
         values = np.asarray(returns, dtype=np.float64)
         self.config = config
         self.max_leverage = float(max_leverage)
+        #: Compute the full Kelly estimate at each change of the outcome totals (set when every
+        #: step reads it, as the full-info wrapper does); otherwise only the cap, and the
+        #: estimate when :attr:`kelly` is read. Same values either way.
+        self.eager_kelly = False
         vol_cfg, var_cfg, margin_cfg = config.vol_target, config.portfolio_var, config.safe_margin
         self.vol_annualized = trailing_std(values, vol_cfg.window) * _ANNUALIZE
         self.bar_volatility = trailing_std(values, margin_cfg.window)
@@ -106,7 +118,44 @@ class RiskEngine:
         self._equity = float(equity)
         self._peak = RollingPeak(self.config.drawdown_brake.peak_window_bars)
         self._peak.reset(float(equity))
-        self.kelly: KellyEstimate = estimate_kelly(0, 0, 0.0, 0.0, self.config.kelly)
+        self._kelly_cap = math.inf  # estimate_kelly(0, 0, 0.0, 0.0, ...).position_cap in every mode
+        # (alpha, beta, x) while the cap's credibility is undecided (_kelly_cap: the credible cap)
+        self._kelly_pending: tuple[float, float, float] | None = None
+        self._kelly_estimate: KellyEstimate | None = None
+        self._kelly_params = self.config.kelly
+        self._period_bars = self.config.risk_budget.period_bars
+
+    @property
+    def kelly(self) -> KellyEstimate:
+        """The Kelly estimate of the outcomes recorded so far (computed on first read after a
+        change of the totals; its ``position_cap`` is the cap :meth:`state` uses)."""
+        estimate = self._kelly_estimate
+        if estimate is None:
+            estimate = self._kelly_estimate = estimate_kelly(
+                self._n_wins, self._n_losses, self._total_win, self._total_loss, self.config.kelly
+            )
+        return estimate
+
+    @property
+    def kelly_cap(self) -> float:
+        """H2's cap on |position| for the outcomes recorded so far (``inf``: not informative);
+        equal to ``self.kelly.position_cap`` without computing the full estimate."""
+        if self._kelly_pending is not None:
+            return self.resolve_kelly_cap()
+        return self._kelly_cap
+
+    def resolve_kelly_cap(self) -> float:
+        """Decide whether the edge is credible (one ``betainc``) and return :attr:`kelly_cap`.
+        Until then ``_kelly_cap`` holds the cap the edge would give if credible: a caller that
+        only needs ``min(size, cap)`` may skip the decision when that value is ``>= size``
+        (``min`` is ``size`` either way), as :class:`~himari_env.risk.bar_composer.BarComposer`
+        does."""
+        pending = self._kelly_pending
+        if pending is not None:
+            if 1.0 - regularized_beta(*pending) < self._kelly_params.min_edge_probability:
+                self._kelly_cap = math.inf
+            self._kelly_pending = None
+        return self._kelly_cap
 
     def brake_drawdown(self) -> float:
         """Drawdown of the latest recorded equity from the rolling peak (H4's input)."""
@@ -122,7 +171,7 @@ class RiskEngine:
             regime_id,
             drawdown,
             self.risk_budget,
-            self.kelly.position_cap,
+            self.kelly_cap,
         )
 
     def size(self, direction: int, bar_index: int, regime_id: int, drawdown: float) -> Sizing:
@@ -142,14 +191,22 @@ class RiskEngine:
             elif outcome < 0.0:
                 self._n_losses += 1
                 self._total_loss -= outcome
-            self.kelly = estimate_kelly(
-                self._n_wins, self._n_losses, self._total_win, self._total_loss, self.config.kelly
-            )
+            if self.eager_kelly:
+                estimate = self._kelly_estimate = estimate_kelly(
+                    self._n_wins, self._n_losses, self._total_win, self._total_loss, self._kelly_params
+                )
+                self._kelly_cap = estimate.position_cap
+                self._kelly_pending = None
+            else:
+                self._kelly_cap, self._kelly_pending = kelly_cap_candidate(
+                    self._n_wins, self._n_losses, self._total_win, self._total_loss, self._kelly_params
+                )
+                self._kelly_estimate = None
         self._steps += 1
-        self._equity = float(equity)
-        self._peak.push(self._equity)
-        budget_cfg = self.config.risk_budget
-        if self._steps % budget_cfg.period_bars == 0:
+        self._equity = equity = float(equity)
+        self._peak.push(equity)
+        if self._steps % self._period_bars == 0:
+            budget_cfg = self.config.risk_budget
             start = self._period_start_equity
             # Only the sign matters; a wiped-out account (equity <= 0) is a loss.
             period_pnl = math.log(equity / start) if equity > 0.0 and start > 0.0 else -1.0

@@ -323,7 +323,7 @@ class BatchedHimariStack:
                 self._bad_target(bad, acts, self._targets[acts])
             if infos is not None:
                 for i, action in enumerate(acts.tolist()):
-                    infos[i] = self._full_info(i, action, None)
+                    infos[i] = self._full_info(i, action, None, None)
         else:
             self._step_bars(acts, infos)
         return (work[:, K.W_ACC_REWARD].copy(), istate[K.TERMINATED].astype(np.bool_),
@@ -348,8 +348,12 @@ class BatchedHimariStack:
             last = bar_step == k - 1
             if infos is not None:
                 assert before is not None
-                for i in np.flatnonzero(before if last else before & ~active).tolist():
-                    infos[i] = self._full_info(i, int(acts[i]), sizing)
+                ending = np.flatnonzero(before if last else before & ~active).tolist()
+                # every env's risk_state in one pass when most envs end their decision here
+                states = layer.risk_state_infos() if len(ending) > 1 else None
+                for i in ending:
+                    state = states[i] if states is not None else layer.risk_state_info(i)
+                    infos[i] = self._full_info(i, int(acts[i]), sizing, state)
             if last or not active.any():
                 break
 
@@ -357,7 +361,7 @@ class BatchedHimariStack:
         raise ValueError(f"env {i}: action {int(acts[i])} gave target position {float(targets[i])!r}, not a finite "
                          f"position in [-{self.max_leverage}, {self.max_leverage}] (max_leverage)")
 
-    def _full_info(self, i: int, action: int, sizing: Any) -> dict[str, Any]:
+    def _full_info(self, i: int, action: int, sizing: Any, risk_state: dict[str, Any] | None = None) -> dict[str, Any]:
         t = int(self.istate[K.BAR, i])
         position, equity, peak = self.fstate[: K.PEAK + 1, i].tolist()
         k = self.decision_interval
@@ -383,7 +387,7 @@ class BatchedHimariStack:
             info["risk"] = dict(zip(self.method_order, itertools.pairwise(sizes), strict=True))
             info["risk_binding"] = binding_name(int(sizing.binding[i]))
             info["risk_rebalanced"] = bool(sizing.rebalanced[i])
-            info["risk_state"] = self.risk_layer.risk_state_info(i)
+            info["risk_state"] = risk_state
         if k > 1:
             info["decision_bars"] = int(self.istate[K.HELD, i])
         return info

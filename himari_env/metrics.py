@@ -196,11 +196,19 @@ def max_drawdown(equity: ArrayLike) -> float:
 
 
 def calmar_ratio(equity: ArrayLike, *, bars_per_year: int = BARS_PER_YEAR) -> float:
-    """``annualized_return / max_drawdown`` (dimensionless); 0.0 when the max drawdown is 0."""
+    """``annualized_return / max_drawdown`` (dimensionless); 0.0 when the max drawdown is 0.
+
+    Like :func:`annualized_return` for passes too short to annualize, the ratio stays finite:
+    a near-1e304 growth rate over a tiny drawdown would overflow, and is then reported as the
+    largest finite float (a few bars, say +19 % and a 1e-7 dip, extrapolated to a year).
+    """
     drawdown = max_drawdown(equity)
     if drawdown == 0.0:
         return 0.0
-    return float(annualized_return(equity, bars_per_year=bars_per_year) / drawdown)
+    largest = float(np.finfo(np.float64).max)
+    with np.errstate(over="ignore"):
+        ratio = np.float64(annualized_return(equity, bars_per_year=bars_per_year)) / np.float64(drawdown)
+    return float(min(max(ratio, -largest), largest))
 
 
 def turnover(positions: ArrayLike, *, initial_position: float = 0.0) -> float:

@@ -126,3 +126,11 @@ def test_summary_is_finite_and_scale_free(returns: list[float], scale: float) ->
     # return (say -6e-8) turns that into ~1e-9 relative error of the Sortino ratio.
     for key in ("total_return", "sharpe", "sortino", "max_drawdown", "hit_rate"):
         assert scaled[key] == pytest.approx(summary[key], rel=1e-6, abs=1e-9)
+
+
+def test_calmar_of_a_two_bar_pass_with_a_tiny_dip_stays_finite() -> None:
+    # Found by hypothesis: +18.75 % then -1.2e-7 annualizes to ~1e304 over a 1.2e-7 drawdown.
+    equity = np.cumprod([1.0, 1.1875, 1.0 - 1.192e-07])
+    summary = metrics.performance_summary(equity, np.array([1.0, -1.0]))
+    assert all(math.isfinite(v) for v in summary.values())
+    assert summary["calmar"] == float(np.finfo(np.float64).max)

@@ -44,7 +44,7 @@ def mentions(help_text: str, default: object) -> bool:
 def test_the_walk_reaches_every_command() -> None:
     names = {" ".join(path) for path in COMMANDS}
     for expected in ("himari train", "himari evaluate", "himari data validate", "himari data synth",
-                     "himari data download", "himari bench env", "himari bench pipeline",
+                     "himari data download", "himari bench env", "himari bench train", "himari bench pipeline",
                      "himari fit-regimes", "himari calibrate ekf", "himari calibrate risk",
                      "himari calibrate sortino"):
         assert expected in names

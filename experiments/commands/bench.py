@@ -18,6 +18,18 @@ def register(root: argparse._SubParsersAction, groups: dict[str, argparse._SubPa
     bench_env.add_arguments(parser)
     parser.set_defaults(func=bench_env.run_from_args)
 
+    from experiments import bench_train
+
+    train_parser = groups["bench"].add_parser(
+        "train", help="PPO steps/s of one preset on each vectorization path (subproc, batched, batched index)",
+        description="Train the preset for --timesteps steps once per vectorization path (SubprocVecEnv "
+        "workers, the in-process batched env, the batched env with index observations), each in its "
+        "own subprocess, validation off; env steps per wall second of model.learn (PPO updates "
+        "included) and the ratio to the SubprocVecEnv path.",
+    )
+    bench_train.add_arguments(train_parser)
+    train_parser.set_defaults(func=bench_train.run_from_args)
+
     from experiments import bench_pipeline
 
     pipeline_parser = groups["bench"].add_parser(

@@ -80,6 +80,25 @@ def walkforward_folds(index: pd.DatetimeIndex, n_folds: int, *, end: str | pd.Ti
     return folds
 
 
+#: Train settings that change what a run learns (the rest: logging, folders, vectorization,
+#: which the batched env's equivalence tests show does not change a run).
+_LEARNING_TRAIN_KEYS = ("seed", "total_timesteps", "n_envs", "eval_freq", "eval_episodes", "eval_split",
+                        "validation_metric", "observation_mode")
+
+
+def same_training_settings(recorded: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether two ``ExperimentConfig.to_dict()`` documents train the same model: equal env,
+    extractor, PPO and algorithm sections and equal learning-relevant train settings (the
+    preset's name, folders, verbosity and vectorization path may differ)."""
+    for section in ("env", "extractor", "ppo", "algo"):
+        if recorded.get(section) != wanted.get(section):
+            return False
+    recorded_train, wanted_train = recorded.get("train", {}), wanted.get("train", {})
+    defaults = {"observation_mode": "window"}
+    return all(recorded_train.get(key, defaults.get(key)) == wanted_train.get(key, defaults.get(key))
+               for key in _LEARNING_TRAIN_KEYS)
+
+
 def _fold_config(config: Any, data_path: Path, fold: Fold, *, seed: int, timesteps: int | None) -> Any:
     env = dataclasses.replace(config.env, data=str(data_path),
                               split_fractions=fold.split_fractions(warmup_bars=720))
@@ -90,8 +109,15 @@ def _fold_config(config: Any, data_path: Path, fold: Fold, *, seed: int, timeste
 
 def run_walkforward(config: Any, *, data: str | None, n_folds: int, seeds: list[int], run_dir: Path,
                     timesteps: int | None = None, end: str | None = DEFAULT_END,
-                    ledger: str | Path | None = None) -> dict[str, Any]:
-    """Train and score every fold x seed; writes the three outputs and returns the JSON."""
+                    ledger: str | Path | None = None, resume: bool = False) -> dict[str, Any]:
+    """Train and score every fold x seed; writes the three outputs and returns the JSON.
+
+    ``resume``: a fold x seed whose run already finished in ``run_dir`` (its
+    ``training_summary.json`` is there) is not trained again but scored again (the same
+    deterministic passes), provided it was trained with the same settings
+    (:func:`same_training_settings`); an unfinished one is trained again from scratch. So an
+    interrupted walk-forward continues, and seeds can be added to a finished one.
+    """
     from experiments.evaluate import evaluate_run
     from experiments.train import train
     from wrappers.stack import load_frame
@@ -114,7 +140,16 @@ def run_walkforward(config: Any, *, data: str | None, n_folds: int, seeds: list[
         for seed in seeds:
             seed_dir = fold_dir / f"seed{seed}"
             fold_config = _fold_config(config, data_path, fold, seed=seed, timesteps=timesteps)
-            summary = train(fold_config, run_dir=seed_dir, fold=fold.index, tag="walkforward", ledger=ledger)
+            summary_path = seed_dir / "training_summary.json"
+            if resume and summary_path.is_file():
+                recorded = json.loads((seed_dir / "config.json").read_text())
+                if not same_training_settings(recorded, fold_config.to_dict()):
+                    raise ValueError(f"--resume: {seed_dir} was trained with other settings than {config.name!r} "
+                                     "(env, extractor, ppo or seed/steps differ); use another --run-dir")
+                summary = json.loads(summary_path.read_text())
+            else:
+                summary = train(fold_config, run_dir=seed_dir, fold=fold.index, tag="walkforward", ledger=ledger,
+                                overwrite=resume)
             report = evaluate_run(seed_dir, split="all", record_test_look=False)
             fold_record["seeds"][str(seed)] = {
                 "best_validation": summary["best_validation"] and {

@@ -73,6 +73,29 @@ def test_walkforward_end_to_end_on_a_small_market(tmp_path: Path, monkeypatch: p
             assert {"psr_vs_zero", "dsr", "bootstrap_pvalue_vs_best_baseline"} <= set(test["significance"])
     entries = read_ledger(ledger)
     assert len(entries) == 4 and {e["fold"] for e in entries} == {0, 1}
+
+    # --resume adds a seed: the finished runs are scored again, not retrained.
+    import experiments.train
+
+    trained: list[str] = []
+    real_train = experiments.train.train
+
+    def counting_train(config, **kwargs):
+        trained.append(str(kwargs["run_dir"]))
+        return real_train(config, **kwargs)
+
+    monkeypatch.setattr(experiments.train, "train", counting_train)
+    again = run_walkforward(_tiny_config(data), data=str(data), n_folds=2, seeds=[0, 1, 2], run_dir=tmp_path / "wf",
+                            end=None, ledger=ledger, resume=True)
+    assert sorted(Path(p).name for p in trained) == ["seed2", "seed2"]
+    for before, after in zip(document["folds"], again["folds"], strict=True):
+        assert after["seeds"]["0"]["splits"]["test"]["agent"] == before["seeds"]["0"]["splits"]["test"]["agent"]
+    assert len(read_ledger(ledger)) == 6
+    other = _tiny_config(data)
+    other = dataclasses.replace(other, ppo=dataclasses.replace(other.ppo, learning_rate=1e-3))
+    with pytest.raises(ValueError, match=r"--resume: .*seed0 was trained with other settings"):
+        run_walkforward(other, data=str(data), n_folds=2, seeds=[0], run_dir=tmp_path / "wf", end=None,
+                        ledger=ledger, resume=True)
     assert all(e["kind"] == "train" and e["tag"] == "walkforward" for e in entries)
     table = aggregate(document)
     assert table["agent"]["sharpe"]["n"] == 4 and table["buy_and_hold"]["sharpe"]["n"] == 2

@@ -25,6 +25,9 @@ def register(root: argparse._SubParsersAction, groups: dict[str, argparse._SubPa
     parser.add_argument("--run-dir", required=True, help="output folder (one run folder per fold and seed)")
     parser.add_argument("--ledger", default=None,
                         help="trials ledger (default: $HIMARI_LEDGER or <train.runs_dir>/ledger.jsonl)")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the fold x seed runs already finished in --run-dir (same settings required; "
+                        "they are scored again, not retrained) and train the rest")
     parser.add_argument("--json", action="store_true", help="print walkforward.json instead of walkforward.md")
     parser.set_defaults(func=_run)
 
@@ -41,6 +44,7 @@ def _run(args: argparse.Namespace) -> int:
     config_path = Path(args.config) if args.config else Path(__file__).parents[1] / "configs" / "cpu-small.yaml"
     document = run_walkforward(load_config(config_path), data=args.data, n_folds=args.folds,
                                seeds=list(range(args.seeds)), run_dir=Path(args.run_dir), timesteps=args.timesteps,
-                               end=None if str(args.end).lower() == "none" else args.end, ledger=args.ledger)
+                               end=None if str(args.end).lower() == "none" else args.end, ledger=args.ledger,
+                               resume=args.resume)
     print(json.dumps(document, indent=2, default=float) if args.json else format_walkforward(document))
     return 0

@@ -194,6 +194,10 @@ class BatchedRiskLayer:
         self._sigma = np.ascontiguousarray(base.bar_volatility, dtype=np.float64)
         self._var_long = np.ascontiguousarray(base.var_long, dtype=np.float64)
         self._var_short = np.ascontiguousarray(base.var_short, dtype=np.float64)
+        #: float64 (n_bars, RM_SIZE): per bar the annualized vol, bar sigma, long and short unit
+        #: VaR and the return (columns ``batched_kernels.RM_*``), for kernels that read one row a bar
+        self.market_table = np.ascontiguousarray(
+            np.stack([self._vol, self._sigma, self._var_long, self._var_short, self._returns], axis=1))
         # Python lists for the info dicts (scalar reads several times cheaper than numpy's)
         self._vol_list, self._sigma_list = self._vol.tolist(), self._sigma.tolist()
         self._var_long_list, self._var_short_list = self._var_long.tolist(), self._var_short.tolist()
@@ -211,6 +215,17 @@ class BatchedRiskLayer:
         self._kelly_cache: list[tuple[tuple[int, int, float, float], KellyEstimate] | None] = [None] * n
         self.reset(np.arange(n), np.ones(n))
         self._si[:, kn.SI_SNAP_DIR] = 0
+
+    def kernel_arrays(self) -> tuple[np.ndarray, ...]:
+        """The arrays a compiled caller operates on, the layer's own (not copies), in this order:
+        ``market_table`` (n_bars, RM_SIZE), the config ``cf`` float64 (CF_SIZE,), ``ci`` int64
+        (CI_SIZE,), ``brake`` float64 (2, levels), and the per-env state ``sf`` float64 (N, SF_SIZE),
+        ``si`` int64 (N, SI_SIZE), ``dq_val`` float64 (N, C), ``dq_step`` int64 (N, C) (layouts:
+        :mod:`himari_env.risk.batched_kernels`). The batched env's fused decision kernel
+        (:func:`himari_env.vector.kernels.step_decision_risk`) sizes, steps and records every env
+        on them in one call; :meth:`risk_state_info` then reads what it left, as after
+        :meth:`size` and :meth:`record_step`."""
+        return (self.market_table, self._cf, self._ci, self._brake, self._sf, self._si, self._dq_val, self._dq_step)
 
     def reset(self, env_ids: ArrayLike, equity: ArrayLike) -> None:
         """Start a new episode in each env of ``env_ids`` (int (k,)) with ``equity`` (float (k,))."""

@@ -76,6 +76,10 @@ SI_SNAP_BAR, SI_SNAP_REGIME, SI_SNAP_DIR, SI_SNAP_WINS, SI_SNAP_LOSSES = 6, 7, 8
 SI_K_PENDING = 11
 SI_SIZE = 12
 
+# ---- columns of the per-bar table BatchedRiskLayer.market_table (n_bars, RM_SIZE)
+RM_VOL, RM_SIGMA, RM_VAR_LONG, RM_VAR_SHORT, RM_RETURNS = 0, 1, 2, 3, 4
+RM_SIZE = 5
+
 BINDING_CODE_NONE = -1
 BINDING_CODE_HOLD = -2
 N_METHODS = 9
@@ -286,6 +290,7 @@ def record_kernel(bars, held, equity, returns, cf, ci, sf, si, dq_val, dq_step):
     window = ci[CI_WINDOW]
     mode = ci[CI_K_MODE]
     min_trades = ci[CI_K_MIN_TRADES]
+    ring = dq_val.shape[1]
     for i in range(bars.shape[0]):
         h = held[i]
         if h != 0.0:
@@ -333,7 +338,40 @@ def record_kernel(bars, held, equity, returns, cf, ci, sf, si, dq_val, dq_step):
         si[i, SI_STEPS] = steps
         e = equity[i]
         sf[i, SF_EQUITY] = e
-        _peak_push(i, e, window, sf, si, dq_val, dq_step)
+        # RollingPeak.push (_peak_push written out: a helper call with array arguments costs an
+        # NRT incref/decref pair per array per env)
+        step = si[i, SI_DQ_STEP] + 1
+        si[i, SI_DQ_STEP] = step
+        if window < 0:
+            if si[i, SI_DQ_COUNT] == 0 or sf[i, SF_PEAK] <= e:
+                sf[i, SF_PEAK] = e
+            si[i, SI_DQ_COUNT] = 1
+        else:
+            head = si[i, SI_DQ_HEAD]
+            count = si[i, SI_DQ_COUNT]
+            back = head + count - 1
+            if back >= ring:
+                back -= ring
+            while count > 0 and dq_val[i, back] <= e:
+                count -= 1
+                back -= 1
+                if back < 0:
+                    back += ring
+            slot = back + 1
+            if slot >= ring:
+                slot -= ring
+            dq_val[i, slot] = e
+            dq_step[i, slot] = step
+            count += 1
+            oldest = step - window + 1
+            while dq_step[i, head] < oldest:
+                head += 1
+                if head >= ring:
+                    head -= ring
+                count -= 1
+            si[i, SI_DQ_HEAD] = head
+            si[i, SI_DQ_COUNT] = count
+            sf[i, SF_PEAK] = dq_val[i, head]
         if steps % period == 0:
             start = sf[i, SF_PERIOD_START]
             pnl = math.log(e / start) if e > 0.0 and start > 0.0 else -1.0

@@ -8,10 +8,13 @@ Gymnasium). It has no autoreset of its own: :meth:`step` ends episodes, the adap
 Per agent step (``decision_interval = k`` bars, fewer when an episode ends inside):
 
 * directions from a table indexed by the discrete action (HOLD 0, LONG +1, SHORT -1);
-* per bar: the RSS layer (:class:`~himari_env.risk.batched.BatchedRiskLayer`) sizes every env
-  (numpy/its own kernel), then :func:`~himari_env.vector.kernels.step_bar` (numba) does the
-  core accounting and the reward preset for every still-active env and adds to the decision's
-  sums, then the layer records the step;
+* with the RSS layer: one numba call (:func:`~himari_env.vector.kernels.step_decision_risk`)
+  for the whole decision: per env and bar, the layer's sizing on its state arrays
+  (:class:`~himari_env.risk.batched.BatchedRiskLayer` ``kernel_arrays()``), the core accounting
+  and the reward preset, the decision's sums, and the layer's record step (``fused = False``:
+  the per-bar path, ``BatchedRiskLayer.size`` / :func:`~himari_env.vector.kernels.step_bar` /
+  ``BatchedRiskLayer.record_step`` per bar, the reference it is tested equal to);
+* without it: one numba call (:func:`~himari_env.vector.kernels.step_decision`);
 * the observation is gathered once at the end (one gather into a fresh array).
 
 Everything the single env computes is reproduced bit for bit (the tests compare every env of
@@ -156,6 +159,10 @@ class BatchedHimariStack:
             self.risk_layer: Any = BatchedRiskLayer(risk_wrapper.config, market.returns,
                                                     max_leverage=core.max_leverage, n_envs=n)
             self.risk_config = risk_wrapper.config
+            self._risk_arrays: tuple[np.ndarray, ...] = self.risk_layer.kernel_arrays()
+            # the last sized bar of each env (fused path): target, sizes; binding, rebalanced
+            self._sizing = np.zeros((n, len(METHOD_ORDER) + 2))
+            self._codes = np.zeros((n, 2), dtype=np.int64)
         else:
             # the indices keep their meaning in every action set (0 HOLD, 1 LONG, 2 SHORT)
             self._targets = np.array([float(t[0]) for t in direction_wrapper._targets[:n_actions]], dtype=np.float64)
@@ -184,6 +191,10 @@ class BatchedHimariStack:
         self._all_started = False
         self._rngs: list[np.random.Generator | None] = [None] * n
         self._started = np.zeros(n, dtype=np.bool_)
+        #: risk=True: one compiled call per decision (:func:`~himari_env.vector.kernels.step_decision_risk`);
+        #: False: the per-bar path (``BatchedRiskLayer.size``, :func:`~himari_env.vector.kernels.step_bar`,
+        #: ``BatchedRiskLayer.record_step`` for every bar), kept as the reference the fused path is tested equal to
+        self.fused = True
 
     # ------------------------------------------------------------------ properties
     @property
@@ -324,10 +335,36 @@ class BatchedHimariStack:
             if infos is not None:
                 for i, action in enumerate(acts.tolist()):
                     infos[i] = self._full_info(i, action, None, None)
+        elif self.fused:
+            self._step_fused(acts, infos)
         else:
             self._step_bars(acts, infos)
         return (work[:, K.W_ACC_REWARD].copy(), istate[K.TERMINATED].astype(np.bool_),
                 istate[K.TRUNCATED].astype(np.bool_), infos)
+
+    def _step_fused(self, acts: np.ndarray, infos: list[Any] | None) -> None:
+        """The decision in one compiled call (sizing, accounting, reward and the layer's record
+        step for every env and bar); full infos from what it left: each env's state is its last
+        bar's (an env that ended inside the decision is not stepped, sized or recorded further)."""
+        from himari_env.risk.batched import SizingBatch
+
+        istate, layer = self.istate, self.risk_layer
+        bad = K.step_decision_risk(acts, self._directions, self.decision_interval, istate, self.fstate, self._work,
+                                   self._market, self._reward_regime, self._obs_regime, self._preset_code,
+                                   self._n_terms, self._params, self.fee_rate, self.max_leverage, *self._risk_arrays,
+                                   self._sizing, self._codes)
+        if bad >= 0:
+            self._bad_target(bad, acts, self._sizing[:, 0])
+        if bad <= -2:
+            code, i = (-2 - bad) % 4, (-2 - bad) // 4
+            bars = istate[K.BAR]
+            layer._raise(code, i, self._directions[acts], bars, self._obs_regime[bars])
+        if infos is not None:
+            codes = self._codes
+            sizing = SizingBatch(self._sizing[:, 0], codes[:, 1].astype(np.bool_), self._sizing[:, 1:], codes[:, 0])
+            states = layer.risk_state_infos()
+            for i, action in enumerate(acts.tolist()):
+                infos[i] = self._full_info(i, action, sizing, states[i])
 
     def _step_bars(self, acts: np.ndarray, infos: list[Any] | None) -> None:
         """The decision bar by bar with the risk layer sizing every bar; full infos are taken at

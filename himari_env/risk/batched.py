@@ -194,14 +194,19 @@ class BatchedRiskLayer:
         self._sigma = np.ascontiguousarray(base.bar_volatility, dtype=np.float64)
         self._var_long = np.ascontiguousarray(base.var_long, dtype=np.float64)
         self._var_short = np.ascontiguousarray(base.var_short, dtype=np.float64)
-        #: float64 (n_bars, RM_SIZE): per bar the annualized vol, bar sigma, long and short unit
-        #: VaR and the return (columns ``batched_kernels.RM_*``), for kernels that read one row a bar
-        self.market_table = np.ascontiguousarray(
-            np.stack([self._vol, self._sigma, self._var_long, self._var_short, self._returns], axis=1))
         # Python lists for the info dicts (scalar reads several times cheaper than numpy's)
         self._vol_list, self._sigma_list = self._vol.tolist(), self._sigma.tolist()
         self._var_long_list, self._var_short_list = self._var_long.tolist(), self._var_short.tolist()
         self._cf, self._ci, self._brake = _pack_config(cfg, self.max_leverage)
+        #: float64 (n_bars, RM_SIZE): per bar the annualized vol, bar sigma, long and short unit
+        #: VaR and the return, then the vol-target scale, safe-margin cap and long and short VaR
+        #: caps under this config (columns ``batched_kernels.RM_*``), for kernels that read one
+        #: row a bar
+        self.market_table = np.zeros((self._vol.shape[0], kn.RM_SIZE))
+        for column, values in ((kn.RM_VOL, self._vol), (kn.RM_SIGMA, self._sigma), (kn.RM_VAR_LONG, self._var_long),
+                               (kn.RM_VAR_SHORT, self._var_short), (kn.RM_RETURNS, self._returns)):
+            self.market_table[:, column] = values
+        kn.fill_bar_caps(self.market_table, self._cf)
         self._budget_initial = float(cfg.risk_budget.initial)
         window = cfg.drawdown_brake.peak_window_bars
         self._window = -1 if window is None else int(window)

@@ -159,10 +159,13 @@ class BatchedHimariStack:
             self.risk_layer: Any = BatchedRiskLayer(risk_wrapper.config, market.returns,
                                                     max_leverage=core.max_leverage, n_envs=n)
             self.risk_config = risk_wrapper.config
-            self._risk_arrays: tuple[np.ndarray, ...] = self.risk_layer.kernel_arrays()
-            # the last sized bar of each env (fused path): target, sizes; binding, rebalanced
-            self._sizing = np.zeros((n, len(METHOD_ORDER) + 2))
-            self._codes = np.zeros((n, 2), dtype=np.int64)
+            market_table, *risk_arrays = self.risk_layer.kernel_arrays()
+            # the fused kernel's arguments: the reward's and the layer's per-bar columns in one
+            # table, the layer's config and state arrays (its own, not copies)
+            self._fused_market = np.ascontiguousarray(np.concatenate([self._market, market_table], axis=1))
+            self._risk_arrays: tuple[np.ndarray, ...] = tuple(risk_arrays)
+            # the last sized bar of each env (fused path): target, rebalanced, binding, sizes
+            self._sizing = np.zeros((n, K.S_COLS))
         else:
             # the indices keep their meaning in every action set (0 HOLD, 1 LONG, 2 SHORT)
             self._targets = np.array([float(t[0]) for t in direction_wrapper._targets[:n_actions]], dtype=np.float64)
@@ -317,13 +320,15 @@ class BatchedHimariStack:
         acts = actions if (type(actions) is np.ndarray and actions.dtype == np.int64
                            and actions.shape == (self.num_envs,)) else self.check_actions(actions)
         istate, fstate, work, active = self.istate, self.fstate, self._work, self._active
-        bad = K.begin_decision(acts, self._n_actions, istate, work, active)
-        if bad <= -2:
-            raise RuntimeError(f"step() called after env {-2 - bad}'s episode ended; reset it first (reset_envs)")
-        if bad >= 0:
-            raise ValueError(f"action of env {bad} must be an int in [0, {self._n_actions}), got {acts[bad]!r}")
-        self.last_actions = acts
         layer = self.risk_layer
+        fused = layer is not None and self.fused
+        if not fused:  # (the fused kernel checks and clears itself)
+            bad = K.begin_decision(acts, self._n_actions, istate, work, active)
+            if bad <= -2:
+                self._ended(-2 - bad)
+            if bad >= 0:
+                self._bad_action(bad, acts)
+        self.last_actions = acts
         full = self.info_level == "full"
         infos: list[Any] | None = [None] * self.num_envs if full else None
         if layer is None:
@@ -335,7 +340,7 @@ class BatchedHimariStack:
             if infos is not None:
                 for i, action in enumerate(acts.tolist()):
                     infos[i] = self._full_info(i, action, None, None)
-        elif self.fused:
+        elif fused:
             self._step_fused(acts, infos)
         else:
             self._step_bars(acts, infos)
@@ -346,22 +351,27 @@ class BatchedHimariStack:
         """The decision in one compiled call (sizing, accounting, reward and the layer's record
         step for every env and bar); full infos from what it left: each env's state is its last
         bar's (an env that ended inside the decision is not stepped, sized or recorded further)."""
+        from himari_env.risk import batched_kernels as kn
         from himari_env.risk.batched import SizingBatch
 
-        istate, layer = self.istate, self.risk_layer
+        istate, layer, out = self.istate, self.risk_layer, self._sizing
         bad = K.step_decision_risk(acts, self._directions, self.decision_interval, istate, self.fstate, self._work,
-                                   self._market, self._reward_regime, self._obs_regime, self._preset_code,
+                                   self._fused_market, self._reward_regime, self._obs_regime, self._preset_code,
                                    self._n_terms, self._params, self.fee_rate, self.max_leverage, *self._risk_arrays,
-                                   self._sizing, self._codes)
+                                   out)
         if bad >= 0:
-            self._bad_target(bad, acts, self._sizing[:, 0])
+            self._bad_target(bad, acts, out[:, K.S_TARGET])
         if bad <= -2:
-            code, i = (-2 - bad) % 4, (-2 - bad) // 4
+            i, kind = divmod(-2 - bad, 8)
+            if kind == K.E_ACTION:
+                self._bad_action(i, acts)
+            if kind == K.E_ENDED:
+                self._ended(i)
             bars = istate[K.BAR]
-            layer._raise(code, i, self._directions[acts], bars, self._obs_regime[bars])
+            layer._raise(kn.ERR_REGIME, i, self._directions[acts], bars, self._obs_regime[bars])
         if infos is not None:
-            codes = self._codes
-            sizing = SizingBatch(self._sizing[:, 0], codes[:, 1].astype(np.bool_), self._sizing[:, 1:], codes[:, 0])
+            sizing = SizingBatch(out[:, K.S_TARGET], out[:, K.S_REBALANCED] != 0.0, out[:, K.S_SIZES:],
+                                 out[:, K.S_BINDING].astype(np.int64))
             states = layer.risk_state_infos()
             for i, action in enumerate(acts.tolist()):
                 infos[i] = self._full_info(i, action, sizing, states[i])
@@ -393,6 +403,12 @@ class BatchedHimariStack:
                     infos[i] = self._full_info(i, int(acts[i]), sizing, state)
             if last or not active.any():
                 break
+
+    def _ended(self, i: int) -> None:
+        raise RuntimeError(f"step() called after env {i}'s episode ended; reset it first (reset_envs)")
+
+    def _bad_action(self, i: int, acts: np.ndarray) -> None:
+        raise ValueError(f"action of env {i} must be an int in [0, {self._n_actions}), got {acts[i]!r}")
 
     def _bad_target(self, i: int, acts: np.ndarray, targets: Any) -> None:
         raise ValueError(f"env {i}: action {int(acts[i])} gave target position {float(targets[i])!r}, not a finite "

@@ -47,30 +47,22 @@ from himari_env.risk.batched_kernels import (
     CF_K_WEIGHT,
     CF_LEV_CAP,
     CF_LEV_KNEE,
-    CF_MAX_SCALE,
     CF_MULT,
     CF_RB_LOWER,
     CF_RB_STEP,
     CF_RB_UPPER,
-    CF_SM_BUFFER,
-    CF_SM_COST,
-    CF_SM_K,
-    CF_SM_SQRT_H,
-    CF_TARGET_VOL,
-    CF_VAR_BUDGET,
     CI_K_MIN_TRADES,
     CI_K_MODE,
     CI_PERIOD,
     CI_WINDOW,
-    ERR_REGIME,
     K_MODE_OFF,
     K_MODE_STRICT,
     N_METHODS,
     RM_RETURNS,
-    RM_SIGMA,
-    RM_VAR_LONG,
-    RM_VAR_SHORT,
-    RM_VOL,
+    RM_SCALE,
+    RM_SM_CAP,
+    RM_VAR_CAP_LONG,
+    RM_VAR_CAP_SHORT,
     SF_BUDGET,
     SF_EQUITY,
     SF_K_A,
@@ -116,6 +108,11 @@ W_ACC_REWARD = W_TERMS + MAX_TERMS
 W_ACC_FEE, W_ACC_TURNOVER, W_ACC_TERMS = W_ACC_REWARD + 1, W_ACC_REWARD + 2, W_ACC_REWARD + 3
 W_SCRATCH = W_ACC_TERMS + MAX_TERMS
 WORK_COLS = W_SCRATCH + MAX_TERMS + 1
+# sizing columns of step_decision_risk: target, rebalanced, binding code, the 10 sizes
+S_TARGET, S_REBALANCED, S_BINDING, S_SIZES = 0, 1, 2, 3
+S_COLS = S_SIZES + N_METHODS + 1
+# error kinds of step_decision_risk
+E_ACTION, E_ENDED, E_REGIME = 1, 2, 3
 #: params: the preset's scalars, then 8 per-regime costs
 P_REGIME = 8
 N_PARAMS = P_REGIME + 8
@@ -201,10 +198,9 @@ def _fsum_row(values: np.ndarray, row: int, first: int, n: int, scratch: np.ndar
 def _advance(by_decision: bool, risk: bool, actions: np.ndarray, table: np.ndarray, bars: int, active: np.ndarray,
              targets: np.ndarray, istate: np.ndarray, fstate: np.ndarray, work: np.ndarray, market: np.ndarray,
              reward_regime: np.ndarray, preset: int, n_terms: int, params: np.ndarray, fee_rate: float,
-             max_leverage: float, directions: np.ndarray, obs_regime: np.ndarray, rmarket: np.ndarray,
+             max_leverage: float, directions: np.ndarray, obs_regime: np.ndarray, ro: int,
              cf: np.ndarray, ci: np.ndarray, brake: np.ndarray, sf: np.ndarray, si: np.ndarray,
-             dq_val: np.ndarray, dq_step: np.ndarray, sizing: np.ndarray,
-             codes: np.ndarray) -> int:  # pragma: no cover - compiled
+             dq_val: np.ndarray, dq_step: np.ndarray, sizing: np.ndarray) -> int:  # pragma: no cover - compiled
     """The one per-env loop behind :func:`step_bar` (``by_decision`` False: one bar of the
     envs with ``active[i]`` towards ``targets[i]``), :func:`step_decision` (True: up to
     ``bars`` bars of every env towards ``table[actions[i]]``) and :func:`step_decision_risk`
@@ -222,6 +218,19 @@ def _advance(by_decision: bool, risk: bool, actions: np.ndarray, table: np.ndarr
     mode = ci[CI_K_MODE] if risk else 0
     min_trades = ci[CI_K_MIN_TRADES] if risk else 0
     ring = dq_val.shape[1]
+    if risk:  # begin_decision's checks and clearing
+        n_actions = directions.shape[0]
+        for i in range(istate.shape[1]):
+            if actions[i] < 0 or actions[i] >= n_actions:
+                return -2 - (8 * i + E_ACTION)
+            if istate[BAR, i] >= istate[STOP, i]:
+                return -2 - (8 * i + E_ENDED)
+        for i in range(istate.shape[1]):
+            for c in range(W_ACC_REWARD, W_SCRATCH):
+                work[i, c] = 0.0
+            istate[HELD, i] = 0
+            istate[TERMINATED, i] = 0
+            istate[TRUNCATED, i] = 0
     for i in range(istate.shape[1]):
         direction_i = 0
         if risk:
@@ -260,19 +269,14 @@ def _advance(by_decision: bool, risk: bool, actions: np.ndarray, table: np.ndarr
                 si[i, SI_SNAP_LOSSES] = si[i, SI_N_LOSSES]
                 if d == 0:
                     for j in range(N_METHODS + 1):
-                        sizing[i, 1 + j] = 0.0
-                    codes[i, 0] = BINDING_CODE_HOLD
+                        sizing[i, S_SIZES + j] = 0.0
+                    sizing[i, S_BINDING] = BINDING_CODE_HOLD
                     sized = 0.0
                 else:
                     if regime_o < 0 or regime_o > 3:
-                        return -2 - (ERR_REGIME + 4 * i)
-                    v = rmarket[bar, RM_VOL]
-                    if not v == v:
-                        scale = 1.0
-                    elif v <= 0.0:
-                        scale = cf[CF_MAX_SCALE]
-                    else:
-                        scale = _pymin(cf[CF_TARGET_VOL] / v, cf[CF_MAX_SCALE])
+                        return -2 - (8 * i + E_REGIME)
+                    # the bar's vol-target scale, safe-margin and VaR caps: fill_bar_caps
+                    scale = market[bar, ro + RM_SCALE]
                     s0 = 1.0
                     s1 = s0 * scale
                     s2 = s1 * cf[CF_MULT + regime_o]
@@ -284,10 +288,7 @@ def _advance(by_decision: bool, risk: bool, actions: np.ndarray, table: np.ndarr
                         else:
                             break
                     s4 = s3 * (1.0 - cut)
-                    sg = rmarket[bar, RM_SIGMA]
-                    if not sg == sg:
-                        sg = 0.0
-                    s5 = _pymin(s4, cf[CF_SM_BUFFER] / (1.0 * (cf[CF_SM_K] * sg * cf[CF_SM_SQRT_H] + cf[CF_SM_COST])))
+                    s5 = _pymin(s4, market[bar, ro + RM_SM_CAP])
                     kelly_cap = sf[i, SF_KELLY_CAP]
                     if si[i, SI_K_PENDING] != 0 and kelly_cap < s5:
                         edge_probability = 1.0 - scipy_betainc(sf[i, SF_K_A], sf[i, SF_K_B], sf[i, SF_K_X], 0)
@@ -297,9 +298,7 @@ def _advance(by_decision: bool, risk: bool, actions: np.ndarray, table: np.ndarr
                         si[i, SI_K_PENDING] = 0
                     s6 = _pymin(s5, kelly_cap)
                     s7 = _pymin(s6, cf[CF_EVT_LONG] if d > 0 else cf[CF_EVT_SHORT])
-                    unit_var = rmarket[bar, RM_VAR_LONG] if d > 0 else rmarket[bar, RM_VAR_SHORT]
-                    var_cap = cf[CF_VAR_BUDGET] / unit_var if unit_var > 0.0 else math.inf
-                    s8 = _pymin(s7, var_cap)
+                    s8 = _pymin(s7, market[bar, ro + (RM_VAR_CAP_LONG if d > 0 else RM_VAR_CAP_SHORT)])
                     lev_cap = cf[CF_LEV_CAP]
                     knee = cf[CF_LEV_KNEE]
                     if s8 <= knee:
@@ -310,37 +309,38 @@ def _advance(by_decision: bool, risk: bool, actions: np.ndarray, table: np.ndarr
                             s9 = lev_cap
                         else:
                             s9 = _pymin(lev_cap, knee + span * -math.expm1(-(s8 - knee) / span))
-                    sizing[i, 1] = s0
-                    sizing[i, 2] = s1
-                    sizing[i, 3] = s2
-                    sizing[i, 4] = s3
-                    sizing[i, 5] = s4
-                    sizing[i, 6] = s5
-                    sizing[i, 7] = s6
-                    sizing[i, 8] = s7
-                    sizing[i, 9] = s8
-                    sizing[i, 10] = s9
+                    sizing[i, S_SIZES] = s0
+                    sizing[i, S_SIZES + 1] = s1
+                    sizing[i, S_SIZES + 2] = s2
+                    sizing[i, S_SIZES + 3] = s3
+                    sizing[i, S_SIZES + 4] = s4
+                    sizing[i, S_SIZES + 5] = s5
+                    sizing[i, S_SIZES + 6] = s6
+                    sizing[i, S_SIZES + 7] = s7
+                    sizing[i, S_SIZES + 8] = s8
+                    sizing[i, S_SIZES + 9] = s9
                     best_ratio = 1.0
                     best = BINDING_CODE_NONE
                     before = s0
                     for j in range(N_METHODS):
-                        after = sizing[i, 2 + j]
-                        if before > 0.0:
+                        after = sizing[i, S_SIZES + 1 + j]
+                        # a method that did not cut (after >= before) never binds: no division
+                        if before > 0.0 and after < before:
                             ratio = after / before
                             if ratio < best_ratio:
                                 best_ratio = ratio
                                 best = j
                         before = after
-                    codes[i, 0] = best
+                    sizing[i, S_BINDING] = best
                     sized = d * s9
                 h = fstate[POSITION, i]
                 if sized != 0.0 and h != 0.0 and (sized > 0.0) == (h > 0.0) and abs(sized - h) <= band * abs(h):
                     sized = h
-                    codes[i, 1] = 0
+                    sizing[i, S_REBALANCED] = 0.0
                 else:
-                    codes[i, 1] = 1
+                    sizing[i, S_REBALANCED] = 1.0
                 target = np.float64(np.float32(sized))
-                sizing[i, 0] = target
+                sizing[i, S_TARGET] = target
             else:
                 target = target_i
             # --- HimariBTCEnv._parse_action
@@ -456,7 +456,7 @@ def _advance(by_decision: bool, risk: bool, actions: np.ndarray, table: np.ndarr
                 # --- RSS record step: batched_kernels.record_kernel's arithmetic for env i
                 h = target
                 if h != 0.0:
-                    r = rmarket[t + 1, RM_RETURNS]
+                    r = market[t + 1, ro + RM_RETURNS]
                     outcome = r if h > 0 else -r
                     if outcome > 0.0:
                         si[i, SI_N_WINS] += 1
@@ -591,8 +591,7 @@ def step_bar(active: np.ndarray, targets: np.ndarray, istate: np.ndarray, fstate
     return _advance(False, False, np.empty(0, dtype=np.int64), targets, 1, active, targets, istate, fstate, work, market,
                     reward_regime, preset, n_terms, params, fee_rate, max_leverage,
                     # the risk arrays (untouched): any of the right types
-                    reward_regime, reward_regime, market, params, reward_regime, market, work, istate, work, istate,
-                    work, istate)
+                    reward_regime, reward_regime, 0, params, reward_regime, market, work, istate, work, istate, work)
 
 
 @njit(cache=True)
@@ -605,35 +604,38 @@ def step_decision(actions: np.ndarray, table: np.ndarray, bars: int, istate: np.
     return _advance(True, False, actions, table, bars, np.empty(0, dtype=np.bool_), table, istate, fstate, work, market,
                     reward_regime, preset, n_terms, params, fee_rate, max_leverage,
                     # the risk arrays (untouched): any of the right types
-                    reward_regime, reward_regime, market, params, reward_regime, market, work, istate, work, istate,
-                    work, istate)
+                    reward_regime, reward_regime, 0, params, reward_regime, market, work, istate, work, istate, work)
 
 
 @njit(cache=True)
 def step_decision_risk(actions: np.ndarray, directions: np.ndarray, bars: int, istate: np.ndarray,
                        fstate: np.ndarray, work: np.ndarray, market: np.ndarray, reward_regime: np.ndarray,
                        obs_regime: np.ndarray, preset: int, n_terms: int, params: np.ndarray, fee_rate: float,
-                       max_leverage: float, rmarket: np.ndarray, cf: np.ndarray, ci: np.ndarray, brake: np.ndarray,
-                       sf: np.ndarray, si: np.ndarray, dq_val: np.ndarray, dq_step: np.ndarray, sizing: np.ndarray,
-                       codes: np.ndarray) -> int:  # pragma: no cover - compiled
-    """A whole decision with the RSS layer, in one call: for every env and each of its up to
-    ``bars`` bars (fewer when its episode ends), the layer sizes direction
-    ``directions[actions[i]]`` at the env's bar in its observed regime ``obs_regime[bar]``
-    given the held position (the arithmetic of ``batched_kernels.size_kernel``), the core env
-    and the reward preset step towards that target (as :func:`step_bar`), and the layer
-    records the step (``batched_kernels.record_kernel``, the rolling peak written out).
-    ``rmarket, cf, ci, brake, sf, si, dq_val, dq_step``: the layer's
-    :meth:`~himari_env.risk.batched.BatchedRiskLayer.kernel_arrays`. An env whose episode ends
-    is neither sized nor recorded further (the per-bar path sized and recorded it until the
-    decision's end; it is reset before its next step either way).
+                       max_leverage: float, cf: np.ndarray, ci: np.ndarray, brake: np.ndarray, sf: np.ndarray,
+                       si: np.ndarray, dq_val: np.ndarray, dq_step: np.ndarray,
+                       sizing: np.ndarray) -> int:  # pragma: no cover - compiled
+    """A whole decision with the RSS layer, in one call (no :func:`begin_decision` first: it
+    checks the actions and clears the decision's sums itself): for every env and each of its
+    up to ``bars`` bars (fewer when its episode ends), the layer sizes direction
+    ``directions[actions[i]]`` (int64 (n_actions,)) at the env's bar in its observed regime
+    ``obs_regime[bar]`` given the held position (the arithmetic of
+    ``batched_kernels.size_kernel``), the core env and the reward preset step towards that
+    target (as :func:`step_bar`), and the layer records the step
+    (``batched_kernels.record_kernel``, the rolling peak written out).
 
-    Writes, per env, its last sized bar's ``sizing`` float64 (N, 1 + N_METHODS + 1): target
-    position, then the unit size before the first method and after each; ``codes`` int64
-    (N, 2): binding code, rebalanced (0/1). Call :func:`begin_decision` first.
+    ``market`` float64 (n_bars, 3 + RM_SIZE): this module's three market columns, then the
+    layer's ``market_table``. ``cf, ci, brake, sf, si, dq_val, dq_step``: the rest of the
+    layer's :meth:`~himari_env.risk.batched.BatchedRiskLayer.kernel_arrays`. An env whose
+    episode ends is neither sized nor recorded further (the per-bar path sized and recorded
+    it until the decision's end; it is reset before its next step either way).
 
-    Returns -1; ``i >= 0`` when env ``i``'s target is not a valid position; ``-2 - (code + 4 i)``
-    when env ``i``'s sizing failed with ``batched_kernels`` error ``code`` (a regime outside 0..3).
+    Writes, per env, its last sized bar's ``sizing`` float64 (N, S_COLS): target position,
+    rebalanced (0/1), binding code, then the unit size before the first method and after each.
+
+    Returns -1; ``i >= 0`` when env ``i``'s target is not a valid position; ``-2 - (8 i + kind)``
+    with kind E_ACTION (action outside [0, n_actions)), E_ENDED (env ``i``'s episode ended: reset
+    it first) or E_REGIME (its regime is outside 0..3, which the layer cannot size).
     """
     return _advance(True, True, actions, params, bars, np.empty(0, dtype=np.bool_), params, istate, fstate, work,
                     market, reward_regime, preset, n_terms, params, fee_rate, max_leverage, directions, obs_regime,
-                    rmarket, cf, ci, brake, sf, si, dq_val, dq_step, sizing, codes)
+                    3, cf, ci, brake, sf, si, dq_val, dq_step, sizing)

@@ -358,7 +358,7 @@ class BatchedHimariStack:
         bad = K.step_decision_risk(acts, self._directions, self.decision_interval, istate, self.fstate, self._work,
                                    self._fused_market, self._reward_regime, self._obs_regime, self._preset_code,
                                    self._n_terms, self._params, self.fee_rate, self.max_leverage, *self._risk_arrays,
-                                   out)
+                                   out)  # type: ignore[call-arg]
         if bad >= 0:
             self._bad_target(bad, acts, out[:, K.S_TARGET])
         if bad <= -2:

@@ -291,7 +291,7 @@ def _advance(by_decision: bool, risk: bool, actions: np.ndarray, table: np.ndarr
                     s5 = _pymin(s4, market[bar, ro + RM_SM_CAP])
                     kelly_cap = sf[i, SF_KELLY_CAP]
                     if si[i, SI_K_PENDING] != 0 and kelly_cap < s5:
-                        edge_probability = 1.0 - scipy_betainc(sf[i, SF_K_A], sf[i, SF_K_B], sf[i, SF_K_X], 0)
+                        edge_probability = 1.0 - scipy_betainc(sf[i, SF_K_A], sf[i, SF_K_B], sf[i, SF_K_X], 0)  # type: ignore[call-overload]
                         if edge_probability < cf[CF_K_MIN_EDGE]:
                             kelly_cap = math.inf
                         sf[i, SF_KELLY_CAP] = kelly_cap
@@ -339,7 +339,7 @@ def _advance(by_decision: bool, risk: bool, actions: np.ndarray, table: np.ndarr
                     sizing[i, S_REBALANCED] = 0.0
                 else:
                     sizing[i, S_REBALANCED] = 1.0
-                target = np.float64(np.float32(sized))
+                target = float(np.float32(sized))  # the Box action's float32 rounding
                 sizing[i, S_TARGET] = target
             else:
                 target = target_i

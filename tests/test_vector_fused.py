@@ -171,7 +171,7 @@ def test_errors_on_the_fused_path_are_the_per_bar_paths(prepared, calibrated):
         batch.reset_envs([0, 1], seeds=[0, 1])
         batch._obs_regime = np.full_like(batch._obs_regime, 7)  # a regime the layer cannot size
         batch.step(np.array([0, 0]))  # HOLD needs no regime
-        with pytest.raises(ValueError, match="regime id of env 1 is 7, not one of 0..3"):
+        with pytest.raises(ValueError, match=r"regime id of env 1 is 7, not one of 0\.\.3"):
             batch.step(np.array([0, 1]))
 
 

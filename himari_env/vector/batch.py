@@ -163,7 +163,11 @@ class BatchedHimariStack:
             # the fused kernel's arguments: the reward's and the layer's per-bar columns in one
             # table, the layer's config and state arrays (its own, not copies)
             self._fused_market = np.ascontiguousarray(np.concatenate([self._market, market_table], axis=1))
-            self._risk_arrays: tuple[np.ndarray, ...] = tuple(risk_arrays)
+            cf, ci, brake, *state = risk_arrays
+            self._risk_state: tuple[np.ndarray, ...] = tuple(state)  # sf, si, dq_val, dq_step
+            self._iconf, self._fconf = K.pack_risk_decision(
+                self.decision_interval, self._preset_code, self._n_terms, self._directions, self._params,
+                self.fee_rate, self.max_leverage, cf, ci, brake)
             # the last sized bar of each env (fused path): target, rebalanced, binding, sizes
             self._sizing = np.zeros((n, K.S_COLS))
         else:
@@ -351,14 +355,12 @@ class BatchedHimariStack:
         """The decision in one compiled call (sizing, accounting, reward and the layer's record
         step for every env and bar); full infos from what it left: each env's state is its last
         bar's (an env that ended inside the decision is not stepped, sized or recorded further)."""
-        from himari_env.risk import batched_kernels as kn
-        from himari_env.risk.batched import SizingBatch
-
         istate, layer, out = self.istate, self.risk_layer, self._sizing
-        bad = K.step_decision_risk(acts, self._directions, self.decision_interval, istate, self.fstate, self._work,
-                                   self._fused_market, self._reward_regime, self._obs_regime, self._preset_code,
-                                   self._n_terms, self._params, self.fee_rate, self.max_leverage, *self._risk_arrays,
+        bad = K.step_decision_risk(acts, self._iconf, istate, self.fstate, self._work, self._fused_market,
+                                   self._reward_regime, self._obs_regime, self._fconf, *self._risk_state,
                                    out)  # type: ignore[call-arg]
+        if bad == -1 and infos is None:
+            return
         if bad >= 0:
             self._bad_target(bad, acts, out[:, K.S_TARGET])
         if bad <= -2:
@@ -367,9 +369,13 @@ class BatchedHimariStack:
                 self._bad_action(i, acts)
             if kind == K.E_ENDED:
                 self._ended(i)
+            from himari_env.risk import batched_kernels as kn
+
             bars = istate[K.BAR]
             layer._raise(kn.ERR_REGIME, i, self._directions[acts], bars, self._obs_regime[bars])
         if infos is not None:
+            from himari_env.risk.batched import SizingBatch
+
             sizing = SizingBatch(out[:, K.S_TARGET], out[:, K.S_REBALANCED] != 0.0, out[:, K.S_SIZES:],
                                  out[:, K.S_BINDING].astype(np.int64))
             states = layer.risk_state_infos()

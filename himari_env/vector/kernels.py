@@ -51,9 +51,11 @@ from himari_env.risk.batched_kernels import (
     CF_RB_LOWER,
     CF_RB_STEP,
     CF_RB_UPPER,
+    CF_SIZE,
     CI_K_MIN_TRADES,
     CI_K_MODE,
     CI_PERIOD,
+    CI_SIZE,
     CI_WINDOW,
     K_MODE_OFF,
     K_MODE_STRICT,
@@ -111,11 +113,16 @@ WORK_COLS = W_SCRATCH + MAX_TERMS + 1
 # sizing columns of step_decision_risk: target, rebalanced, binding code, the 10 sizes
 S_TARGET, S_REBALANCED, S_BINDING, S_SIZES = 0, 1, 2, 3
 S_COLS = S_SIZES + N_METHODS + 1
+# iconf / fconf layouts of step_decision_risk (pack_risk_decision)
+IC_BARS, IC_PRESET, IC_N_TERMS, IC_N_BRAKE, IC_CI = 0, 1, 2, 3, 4
+IC_DIRECTIONS = IC_CI + CI_SIZE
 # error kinds of step_decision_risk
 E_ACTION, E_ENDED, E_REGIME = 1, 2, 3
 #: params: the preset's scalars, then 8 per-regime costs
 P_REGIME = 8
 N_PARAMS = P_REGIME + 8
+FC_FEE_RATE, FC_MAX_LEVERAGE, FC_CF = N_PARAMS, N_PARAMS + 1, N_PARAMS + 2
+FC_BRAKE = FC_CF + CF_SIZE
 
 #: Preset codes of :func:`step_bar` (``preset`` argument).
 PRESET_CODES = {"pnl": 0, "adaptive": 1, "adaptive-log": 2, "simple": 3, "opportunity": 4, "sortino": 5}
@@ -608,26 +615,27 @@ def step_decision(actions: np.ndarray, table: np.ndarray, bars: int, istate: np.
 
 
 @njit(cache=True)
-def step_decision_risk(actions: np.ndarray, directions: np.ndarray, bars: int, istate: np.ndarray,
-                       fstate: np.ndarray, work: np.ndarray, market: np.ndarray, reward_regime: np.ndarray,
-                       obs_regime: np.ndarray, preset: int, n_terms: int, params: np.ndarray, fee_rate: float,
-                       max_leverage: float, cf: np.ndarray, ci: np.ndarray, brake: np.ndarray, sf: np.ndarray,
-                       si: np.ndarray, dq_val: np.ndarray, dq_step: np.ndarray,
+def step_decision_risk(actions: np.ndarray, iconf: np.ndarray, istate: np.ndarray, fstate: np.ndarray,
+                       work: np.ndarray, market: np.ndarray, reward_regime: np.ndarray, obs_regime: np.ndarray,
+                       fconf: np.ndarray, sf: np.ndarray, si: np.ndarray, dq_val: np.ndarray, dq_step: np.ndarray,
                        sizing: np.ndarray) -> int:  # pragma: no cover - compiled
     """A whole decision with the RSS layer, in one call (no :func:`begin_decision` first: it
     checks the actions and clears the decision's sums itself): for every env and each of its
     up to ``bars`` bars (fewer when its episode ends), the layer sizes direction
-    ``directions[actions[i]]`` (int64 (n_actions,)) at the env's bar in its observed regime
-    ``obs_regime[bar]`` given the held position (the arithmetic of
-    ``batched_kernels.size_kernel``), the core env and the reward preset step towards that
-    target (as :func:`step_bar`), and the layer records the step
-    (``batched_kernels.record_kernel``, the rolling peak written out).
+    ``directions[actions[i]]`` at the env's bar in its observed regime ``obs_regime[bar]``
+    given the held position (the arithmetic of ``batched_kernels.size_kernel``), the core env
+    and the reward preset step towards that target (as :func:`step_bar`), and the layer
+    records the step (``batched_kernels.record_kernel``, the rolling peak written out).
 
-    ``market`` float64 (n_bars, 3 + RM_SIZE): this module's three market columns, then the
-    layer's ``market_table``. ``cf, ci, brake, sf, si, dq_val, dq_step``: the rest of the
-    layer's :meth:`~himari_env.risk.batched.BatchedRiskLayer.kernel_arrays`. An env whose
-    episode ends is neither sized nor recorded further (the per-bar path sized and recorded
-    it until the decision's end; it is reset before its next step either way).
+    ``iconf`` int64: :func:`pack_risk_decision`'s integers (bars per decision, preset, number
+    of terms, brake levels, the layer's ``ci``, the direction of each action); ``fconf``
+    float64: its floats (the reward ``params``, fee rate, max leverage, the layer's ``cf`` and
+    ``brake``). One argument each, because the call's fixed cost grows with every argument
+    numba converts. ``market`` float64 (n_bars, 3 + RM_SIZE): this module's three market
+    columns, then the layer's ``market_table``. ``sf, si, dq_val, dq_step``: the layer's state
+    (:meth:`~himari_env.risk.batched.BatchedRiskLayer.kernel_arrays`), updated in place. An
+    env whose episode ends is neither sized nor recorded further (the per-bar path sized and
+    recorded it until the decision's end; it is reset before its next step either way).
 
     Writes, per env, its last sized bar's ``sizing`` float64 (N, S_COLS): target position,
     rebalanced (0/1), binding code, then the unit size before the first method and after each.
@@ -636,6 +644,25 @@ def step_decision_risk(actions: np.ndarray, directions: np.ndarray, bars: int, i
     with kind E_ACTION (action outside [0, n_actions)), E_ENDED (env ``i``'s episode ended: reset
     it first) or E_REGIME (its regime is outside 0..3, which the layer cannot size).
     """
-    return _advance(True, True, actions, params, bars, np.empty(0, dtype=np.bool_), params, istate, fstate, work,
-                    market, reward_regime, preset, n_terms, params, fee_rate, max_leverage, directions, obs_regime,
-                    3, cf, ci, brake, sf, si, dq_val, dq_step, sizing)
+    n_brake = iconf[IC_N_BRAKE]
+    directions = iconf[IC_DIRECTIONS:]
+    ci = iconf[IC_CI:IC_CI + CI_SIZE]
+    params = fconf[:N_PARAMS]
+    cf = fconf[FC_CF:FC_CF + CF_SIZE]
+    brake = fconf[FC_BRAKE:FC_BRAKE + 2 * n_brake].reshape((2, n_brake))
+    return _advance(True, True, actions, params, iconf[IC_BARS], np.empty(0, dtype=np.bool_), params, istate, fstate,
+                    work, market, reward_regime, iconf[IC_PRESET], iconf[IC_N_TERMS], params, fconf[FC_FEE_RATE],
+                    fconf[FC_MAX_LEVERAGE], directions, obs_regime, 3, cf, ci, brake, sf, si, dq_val, dq_step, sizing)
+
+
+def pack_risk_decision(bars: int, preset: int, n_terms: int, directions: np.ndarray, params: np.ndarray,
+                       fee_rate: float, max_leverage: float, cf: np.ndarray, ci: np.ndarray,
+                       brake: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(iconf, fconf)`` arguments of :func:`step_decision_risk` (copies of the values:
+    the layer's config does not change after construction)."""
+    iconf = np.concatenate([np.array([bars, preset, n_terms, brake.shape[1]], dtype=np.int64),
+                            np.asarray(ci, dtype=np.int64), np.asarray(directions, dtype=np.int64)])
+    fconf = np.concatenate([np.asarray(params, dtype=np.float64), np.array([fee_rate, max_leverage]),
+                            np.asarray(cf, dtype=np.float64), np.ascontiguousarray(brake, dtype=np.float64).ravel()])
+    assert iconf.shape[0] == IC_DIRECTIONS + len(directions) and fconf.shape[0] == FC_BRAKE + brake.size
+    return iconf, fconf

@@ -180,7 +180,9 @@ class BatchedRiskLayer:
 
     Cost: one :meth:`size` plus one :meth:`record_step` is two compiled loops over the envs
     (a few microseconds at N = 64). The first use in a fresh environment compiles the kernels
-    (a few seconds; cached on disk by numba afterwards).
+    (a few seconds; cached on disk by numba afterwards). The batched env does not call them
+    per bar: its fused kernel sizes, steps and records a whole decision on
+    :meth:`kernel_arrays` in one call (same arithmetic, tested equal).
     """
 
     def __init__(self, config: RiskConfig, returns: ArrayLike, *, max_leverage: float, n_envs: int) -> None:

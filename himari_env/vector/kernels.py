@@ -1,7 +1,10 @@
-"""Compiled per-env loops of the batched env: the core accounting and every reward preset.
+"""Compiled per-env loops of the batched env: the core accounting, every reward preset and the RSS layer.
 
-One call of :func:`step_bar` (with the risk layer sizing between bars) or of
-:func:`step_decision` (a whole decision, without it) advances every *active* env of the batch by one hourly bar,
+One call of :func:`step_bar` (with the risk layer sizing between bars: the per-bar path),
+:func:`step_decision` (a whole decision, without the risk layer) or :func:`step_decision_risk`
+(a whole decision with the RSS layer's sizing and record step on the layer's own state
+arrays, the arithmetic of :mod:`himari_env.risk.batched_kernels` written out per env)
+advances every *active* env of the batch by one hourly bar,
 exactly as one ``step`` of the single-env stack's core env (:class:`~himari_env.env.HimariBTCEnv`)
 followed by its reward wrapper (:class:`~wrappers.rewards.RegimeReward`) would, and adds the
 bar's reward, fee, turnover and reward terms to the decision's running sums (what
@@ -29,10 +32,13 @@ risk layer gets ``istate[BAR]``, ``fstate[POSITION]``... without copies):
 from __future__ import annotations
 
 import math
+import zlib
+from pathlib import Path
 
 import numpy as np
 from numba import njit
 
+from himari_env.risk import batched_kernels as _risk_kernels
 from himari_env.risk.batched_kernels import (
     BINDING_CODE_HOLD,
     BINDING_CODE_NONE,
@@ -666,3 +672,30 @@ def pack_risk_decision(bars: int, preset: int, n_terms: int, directions: np.ndar
                             np.asarray(cf, dtype=np.float64), np.ascontiguousarray(brake, dtype=np.float64).ravel()])
     assert iconf.shape[0] == IC_DIRECTIONS + len(directions) and fconf.shape[0] == FC_BRAKE + brake.size
     return iconf, fconf
+
+
+# ---- numba's on-disk cache and the risk kernels' source
+# numba invalidates a cached function when *its own* file changes, not when a module it takes
+# constants or functions from does: the fused path compiles batched_kernels' layout indices and
+# helpers into _advance. The CRC of that file is compiled in too; a cache built from another
+# version of it is dropped at import (the functions then compile afresh and re-cache).
+_RISK_KERNELS_CRC = zlib.crc32(Path(_risk_kernels.__file__).read_bytes())
+
+
+@njit(cache=True)
+def _compiled_risk_kernels_crc() -> int:  # pragma: no cover - compiled
+    return _RISK_KERNELS_CRC
+
+
+def _drop_a_stale_cache() -> None:
+    if _compiled_risk_kernels_crc() == _RISK_KERNELS_CRC:
+        return
+    for dispatcher in (_compiled_risk_kernels_crc, _advance, step_bar, step_decision, step_decision_risk):
+        cache = getattr(dispatcher, "_cache", None)
+        if cache is None or not hasattr(cache, "flush"):
+            raise RuntimeError(f"numba's cache of {__file__} was built from another version of "
+                               f"{_risk_kernels.__file__}: delete {Path(__file__).parent / '__pycache__'}")
+        cache.flush()
+
+
+_drop_a_stale_cache()

@@ -202,6 +202,8 @@ class BatchedHimariStack:
         #: False: the per-bar path (``BatchedRiskLayer.size``, :func:`~himari_env.vector.kernels.step_bar`,
         #: ``BatchedRiskLayer.record_step`` for every bar), kept as the reference the fused path is tested equal to
         self.fused = True
+        #: done flags (terminated or truncated) of the latest :meth:`step`, bool (N,)
+        self.last_dones = np.zeros(n, dtype=np.bool_)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -345,20 +347,25 @@ class BatchedHimariStack:
                 for i, action in enumerate(acts.tolist()):
                     infos[i] = self._full_info(i, action, None, None)
         elif fused:
-            self._step_fused(acts, infos)
+            flags = np.empty((3, self.num_envs), dtype=np.bool_)
+            self._step_fused(acts, infos, flags)
+            terminated, truncated = flags[0], flags[1]
+            self.last_dones = flags[2]
+            return work[:, K.W_ACC_REWARD].copy(), terminated, truncated, infos
         else:
             self._step_bars(acts, infos)
-        return (work[:, K.W_ACC_REWARD].copy(), istate[K.TERMINATED].astype(np.bool_),
-                istate[K.TRUNCATED].astype(np.bool_), infos)
+        terminated, truncated = istate[K.TERMINATED].astype(np.bool_), istate[K.TRUNCATED].astype(np.bool_)
+        self.last_dones = terminated | truncated
+        return work[:, K.W_ACC_REWARD].copy(), terminated, truncated, infos
 
-    def _step_fused(self, acts: np.ndarray, infos: list[Any] | None) -> None:
+    def _step_fused(self, acts: np.ndarray, infos: list[Any] | None, flags: np.ndarray) -> None:
         """The decision in one compiled call (sizing, accounting, reward and the layer's record
         step for every env and bar); full infos from what it left: each env's state is its last
         bar's (an env that ended inside the decision is not stepped, sized or recorded further)."""
         istate, layer, out = self.istate, self.risk_layer, self._sizing
         bad = K.step_decision_risk(acts, self._iconf, istate, self.fstate, self._work, self._fused_market,
                                    self._reward_regime, self._obs_regime, self._fconf, *self._risk_state,
-                                   out)  # type: ignore[call-arg]
+                                   out, flags)  # type: ignore[call-arg]
         if bad == -1 and infos is None:
             return
         if bad >= 0:

@@ -213,7 +213,8 @@ def _advance(by_decision: bool, risk: bool, actions: np.ndarray, table: np.ndarr
              reward_regime: np.ndarray, preset: int, n_terms: int, params: np.ndarray, fee_rate: float,
              max_leverage: float, directions: np.ndarray, obs_regime: np.ndarray, ro: int,
              cf: np.ndarray, ci: np.ndarray, brake: np.ndarray, sf: np.ndarray, si: np.ndarray,
-             dq_val: np.ndarray, dq_step: np.ndarray, sizing: np.ndarray) -> int:  # pragma: no cover - compiled
+             dq_val: np.ndarray, dq_step: np.ndarray, sizing: np.ndarray,
+             flags: np.ndarray) -> int:  # pragma: no cover - compiled
     """The one per-env loop behind :func:`step_bar` (``by_decision`` False: one bar of the
     envs with ``active[i]`` towards ``targets[i]``), :func:`step_decision` (True: up to
     ``bars`` bars of every env towards ``table[actions[i]]``) and :func:`step_decision_risk`
@@ -558,6 +559,12 @@ def _advance(by_decision: bool, risk: bool, actions: np.ndarray, table: np.ndarr
                 if not by_decision:
                     active[i] = False
                 break
+        if risk:
+            terminated_i = istate[TERMINATED, i] != 0
+            truncated_i = istate[TRUNCATED, i] != 0
+            flags[0, i] = terminated_i
+            flags[1, i] = truncated_i
+            flags[2, i] = terminated_i or truncated_i
     return -1
 
 
@@ -604,7 +611,8 @@ def step_bar(active: np.ndarray, targets: np.ndarray, istate: np.ndarray, fstate
     return _advance(False, False, np.empty(0, dtype=np.int64), targets, 1, active, targets, istate, fstate, work, market,
                     reward_regime, preset, n_terms, params, fee_rate, max_leverage,
                     # the risk arrays (untouched): any of the right types
-                    reward_regime, reward_regime, 0, params, reward_regime, market, work, istate, work, istate, work)
+                    reward_regime, reward_regime, 0, params, reward_regime, market, work, istate, work, istate, work,
+                    work)
 
 
 @njit(cache=True)
@@ -617,14 +625,15 @@ def step_decision(actions: np.ndarray, table: np.ndarray, bars: int, istate: np.
     return _advance(True, False, actions, table, bars, np.empty(0, dtype=np.bool_), table, istate, fstate, work, market,
                     reward_regime, preset, n_terms, params, fee_rate, max_leverage,
                     # the risk arrays (untouched): any of the right types
-                    reward_regime, reward_regime, 0, params, reward_regime, market, work, istate, work, istate, work)
+                    reward_regime, reward_regime, 0, params, reward_regime, market, work, istate, work, istate, work,
+                    work)
 
 
 @njit(cache=True)
 def step_decision_risk(actions: np.ndarray, iconf: np.ndarray, istate: np.ndarray, fstate: np.ndarray,
                        work: np.ndarray, market: np.ndarray, reward_regime: np.ndarray, obs_regime: np.ndarray,
                        fconf: np.ndarray, sf: np.ndarray, si: np.ndarray, dq_val: np.ndarray, dq_step: np.ndarray,
-                       sizing: np.ndarray) -> int:  # pragma: no cover - compiled
+                       sizing: np.ndarray, flags: np.ndarray) -> int:  # pragma: no cover - compiled
     """A whole decision with the RSS layer, in one call (no :func:`begin_decision` first: it
     checks the actions and clears the decision's sums itself): for every env and each of its
     up to ``bars`` bars (fewer when its episode ends), the layer sizes direction
@@ -644,7 +653,8 @@ def step_decision_risk(actions: np.ndarray, iconf: np.ndarray, istate: np.ndarra
     recorded it until the decision's end; it is reset before its next step either way).
 
     Writes, per env, its last sized bar's ``sizing`` float64 (N, S_COLS): target position,
-    rebalanced (0/1), binding code, then the unit size before the first method and after each.
+    rebalanced (0/1), binding code, then the unit size before the first method and after each;
+    and the decision's ``flags`` bool (3, N): terminated, truncated, either (done).
 
     Returns -1; ``i >= 0`` when env ``i``'s target is not a valid position; ``-2 - (8 i + kind)``
     with kind E_ACTION (action outside [0, n_actions)), E_ENDED (env ``i``'s episode ended: reset
@@ -658,7 +668,8 @@ def step_decision_risk(actions: np.ndarray, iconf: np.ndarray, istate: np.ndarra
     brake = fconf[FC_BRAKE:FC_BRAKE + 2 * n_brake].reshape((2, n_brake))
     return _advance(True, True, actions, params, iconf[IC_BARS], np.empty(0, dtype=np.bool_), params, istate, fstate,
                     work, market, reward_regime, iconf[IC_PRESET], iconf[IC_N_TERMS], params, fconf[FC_FEE_RATE],
-                    fconf[FC_MAX_LEVERAGE], directions, obs_regime, 3, cf, ci, brake, sf, si, dq_val, dq_step, sizing)
+                    fconf[FC_MAX_LEVERAGE], directions, obs_regime, 3, cf, ci, brake, sf, si, dq_val, dq_step, sizing,
+                    flags)
 
 
 def pack_risk_decision(bars: int, preset: int, n_terms: int, directions: np.ndarray, params: np.ndarray,

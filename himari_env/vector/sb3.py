@@ -82,7 +82,7 @@ class HimariBTCVecEnv(VecEnv):
         else:  # "none": ended envs get the flag below
             infos = batch.light_infos()
         obs = batch.observations()
-        dones = terminated | truncated
+        dones = batch.last_dones
         if dones.any():
             ended = np.flatnonzero(dones)
             for i in ended.tolist():

@@ -180,7 +180,9 @@ class BatchedRiskLayer:
 
     Cost: one :meth:`size` plus one :meth:`record_step` is two compiled loops over the envs
     (a few microseconds at N = 64). The first use in a fresh environment compiles the kernels
-    (a few seconds; cached on disk by numba afterwards).
+    (a few seconds; cached on disk by numba afterwards). The batched env does not call them
+    per bar: its fused kernel sizes, steps and records a whole decision on
+    :meth:`kernel_arrays` in one call (same arithmetic, tested equal).
     """
 
     def __init__(self, config: RiskConfig, returns: ArrayLike, *, max_leverage: float, n_envs: int) -> None:
@@ -198,6 +200,15 @@ class BatchedRiskLayer:
         self._vol_list, self._sigma_list = self._vol.tolist(), self._sigma.tolist()
         self._var_long_list, self._var_short_list = self._var_long.tolist(), self._var_short.tolist()
         self._cf, self._ci, self._brake = _pack_config(cfg, self.max_leverage)
+        #: float64 (n_bars, RM_SIZE): per bar the annualized vol, bar sigma, long and short unit
+        #: VaR and the return, then the vol-target scale, safe-margin cap and long and short VaR
+        #: caps under this config (columns ``batched_kernels.RM_*``), for kernels that read one
+        #: row a bar
+        self.market_table = np.zeros((self._vol.shape[0], kn.RM_SIZE))
+        for column, values in ((kn.RM_VOL, self._vol), (kn.RM_SIGMA, self._sigma), (kn.RM_VAR_LONG, self._var_long),
+                               (kn.RM_VAR_SHORT, self._var_short), (kn.RM_RETURNS, self._returns)):
+            self.market_table[:, column] = values
+        kn.fill_bar_caps(self.market_table, self._cf)
         self._budget_initial = float(cfg.risk_budget.initial)
         window = cfg.drawdown_brake.peak_window_bars
         self._window = -1 if window is None else int(window)
@@ -211,6 +222,17 @@ class BatchedRiskLayer:
         self._kelly_cache: list[tuple[tuple[int, int, float, float], KellyEstimate] | None] = [None] * n
         self.reset(np.arange(n), np.ones(n))
         self._si[:, kn.SI_SNAP_DIR] = 0
+
+    def kernel_arrays(self) -> tuple[np.ndarray, ...]:
+        """The arrays a compiled caller operates on, the layer's own (not copies), in this order:
+        ``market_table`` (n_bars, RM_SIZE), the config ``cf`` float64 (CF_SIZE,), ``ci`` int64
+        (CI_SIZE,), ``brake`` float64 (2, levels), and the per-env state ``sf`` float64 (N, SF_SIZE),
+        ``si`` int64 (N, SI_SIZE), ``dq_val`` float64 (N, C), ``dq_step`` int64 (N, C) (layouts:
+        :mod:`himari_env.risk.batched_kernels`). The batched env's fused decision kernel
+        (:func:`himari_env.vector.kernels.step_decision_risk`) sizes, steps and records every env
+        on them in one call; :meth:`risk_state_info` then reads what it left, as after
+        :meth:`size` and :meth:`record_step`."""
+        return (self.market_table, self._cf, self._ci, self._brake, self._sf, self._si, self._dq_val, self._dq_step)
 
     def reset(self, env_ids: ArrayLike, equity: ArrayLike) -> None:
         """Start a new episode in each env of ``env_ids`` (int (k,)) with ``equity`` (float (k,))."""

@@ -76,6 +76,14 @@ SI_SNAP_BAR, SI_SNAP_REGIME, SI_SNAP_DIR, SI_SNAP_WINS, SI_SNAP_LOSSES = 6, 7, 8
 SI_K_PENDING = 11
 SI_SIZE = 12
 
+# ---- columns of the per-bar table BatchedRiskLayer.market_table (n_bars, RM_SIZE): the
+# market's annualized vol, bar sigma, long and short unit VaR and return, then what
+# size_kernel computes from one bar and the config alone (fill_bar_caps): the vol-target
+# scale, the safe-margin cap and the VaR caps of a long and a short unit
+RM_VOL, RM_SIGMA, RM_VAR_LONG, RM_VAR_SHORT, RM_RETURNS = 0, 1, 2, 3, 4
+RM_SCALE, RM_SM_CAP, RM_VAR_CAP_LONG, RM_VAR_CAP_SHORT = 5, 6, 7, 8
+RM_SIZE = 9
+
 BINDING_CODE_NONE = -1
 BINDING_CODE_HOLD = -2
 N_METHODS = 9
@@ -131,6 +139,30 @@ def _peak_push(i, equity, window, sf, si, dq_val, dq_step):  # type: ignore[no-u
     si[i, SI_DQ_HEAD] = head
     si[i, SI_DQ_COUNT] = count
     sf[i, SF_PEAK] = dq_val[i, head]
+
+
+@njit(cache=True)
+def fill_bar_caps(table, cf):  # type: ignore[no-untyped-def]
+    """Fill ``table``'s RM_SCALE, RM_SM_CAP, RM_VAR_CAP_LONG and RM_VAR_CAP_SHORT columns from
+    its market columns, with :func:`size_kernel`'s expressions (so the values are the ones it
+    computes for that bar, bit for bit)."""
+    for bar in range(table.shape[0]):
+        v = table[bar, RM_VOL]
+        if not v == v:
+            scale = 1.0
+        elif v <= 0.0:
+            scale = cf[CF_MAX_SCALE]
+        else:
+            scale = _pymin(cf[CF_TARGET_VOL] / v, cf[CF_MAX_SCALE])
+        table[bar, RM_SCALE] = scale
+        sg = table[bar, RM_SIGMA]
+        if not sg == sg:
+            sg = 0.0
+        table[bar, RM_SM_CAP] = cf[CF_SM_BUFFER] / (1.0 * (cf[CF_SM_K] * sg * cf[CF_SM_SQRT_H] + cf[CF_SM_COST]))
+        unit_var = table[bar, RM_VAR_LONG]
+        table[bar, RM_VAR_CAP_LONG] = cf[CF_VAR_BUDGET] / unit_var if unit_var > 0.0 else math.inf
+        unit_var = table[bar, RM_VAR_SHORT]
+        table[bar, RM_VAR_CAP_SHORT] = cf[CF_VAR_BUDGET] / unit_var if unit_var > 0.0 else math.inf
 
 
 @njit(cache=True)
@@ -256,7 +288,9 @@ def size_kernel(directions, bars, regimes, held, vol, sigma, var_long, var_short
             before = s0
             for j in range(N_METHODS):
                 after = sizes[i, j + 1]
-                if before > 0.0:
+                # after / before < best_ratio <= 1 needs after < before (division rounds
+                # monotonically): a method that did not cut never binds, no division needed
+                if before > 0.0 and after < before:
                     ratio = after / before
                     if ratio < best_ratio:
                         best_ratio = ratio
@@ -286,6 +320,7 @@ def record_kernel(bars, held, equity, returns, cf, ci, sf, si, dq_val, dq_step):
     window = ci[CI_WINDOW]
     mode = ci[CI_K_MODE]
     min_trades = ci[CI_K_MIN_TRADES]
+    ring = dq_val.shape[1]
     for i in range(bars.shape[0]):
         h = held[i]
         if h != 0.0:
@@ -333,7 +368,40 @@ def record_kernel(bars, held, equity, returns, cf, ci, sf, si, dq_val, dq_step):
         si[i, SI_STEPS] = steps
         e = equity[i]
         sf[i, SF_EQUITY] = e
-        _peak_push(i, e, window, sf, si, dq_val, dq_step)
+        # RollingPeak.push (_peak_push written out: a helper call with array arguments costs an
+        # NRT incref/decref pair per array per env)
+        step = si[i, SI_DQ_STEP] + 1
+        si[i, SI_DQ_STEP] = step
+        if window < 0:
+            if si[i, SI_DQ_COUNT] == 0 or sf[i, SF_PEAK] <= e:
+                sf[i, SF_PEAK] = e
+            si[i, SI_DQ_COUNT] = 1
+        else:
+            head = si[i, SI_DQ_HEAD]
+            count = si[i, SI_DQ_COUNT]
+            back = head + count - 1
+            if back >= ring:
+                back -= ring
+            while count > 0 and dq_val[i, back] <= e:
+                count -= 1
+                back -= 1
+                if back < 0:
+                    back += ring
+            slot = back + 1
+            if slot >= ring:
+                slot -= ring
+            dq_val[i, slot] = e
+            dq_step[i, slot] = step
+            count += 1
+            oldest = step - window + 1
+            while dq_step[i, head] < oldest:
+                head += 1
+                if head >= ring:
+                    head -= ring
+                count -= 1
+            si[i, SI_DQ_HEAD] = head
+            si[i, SI_DQ_COUNT] = count
+            sf[i, SF_PEAK] = dq_val[i, head]
         if steps % period == 0:
             start = sf[i, SF_PERIOD_START]
             pnl = math.log(e / start) if e > 0.0 and start > 0.0 else -1.0

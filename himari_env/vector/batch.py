@@ -8,10 +8,13 @@ Gymnasium). It has no autoreset of its own: :meth:`step` ends episodes, the adap
 Per agent step (``decision_interval = k`` bars, fewer when an episode ends inside):
 
 * directions from a table indexed by the discrete action (HOLD 0, LONG +1, SHORT -1);
-* per bar: the RSS layer (:class:`~himari_env.risk.batched.BatchedRiskLayer`) sizes every env
-  (numpy/its own kernel), then :func:`~himari_env.vector.kernels.step_bar` (numba) does the
-  core accounting and the reward preset for every still-active env and adds to the decision's
-  sums, then the layer records the step;
+* with the RSS layer: one numba call (:func:`~himari_env.vector.kernels.step_decision_risk`)
+  for the whole decision: per env and bar, the layer's sizing on its state arrays
+  (:class:`~himari_env.risk.batched.BatchedRiskLayer` ``kernel_arrays()``), the core accounting
+  and the reward preset, the decision's sums, and the layer's record step (``fused = False``:
+  the per-bar path, ``BatchedRiskLayer.size`` / :func:`~himari_env.vector.kernels.step_bar` /
+  ``BatchedRiskLayer.record_step`` per bar, the reference it is tested equal to);
+* without it: one numba call (:func:`~himari_env.vector.kernels.step_decision`);
 * the observation is gathered once at the end (one gather into a fresh array).
 
 Everything the single env computes is reproduced bit for bit (the tests compare every env of
@@ -156,6 +159,17 @@ class BatchedHimariStack:
             self.risk_layer: Any = BatchedRiskLayer(risk_wrapper.config, market.returns,
                                                     max_leverage=core.max_leverage, n_envs=n)
             self.risk_config = risk_wrapper.config
+            market_table, *risk_arrays = self.risk_layer.kernel_arrays()
+            # the fused kernel's arguments: the reward's and the layer's per-bar columns in one
+            # table, the layer's config and state arrays (its own, not copies)
+            self._fused_market = np.ascontiguousarray(np.concatenate([self._market, market_table], axis=1))
+            cf, ci, brake, *state = risk_arrays
+            self._risk_state: tuple[np.ndarray, ...] = tuple(state)  # sf, si, dq_val, dq_step
+            self._iconf, self._fconf = K.pack_risk_decision(
+                self.decision_interval, self._preset_code, self._n_terms, self._directions, self._params,
+                self.fee_rate, self.max_leverage, cf, ci, brake)
+            # the last sized bar of each env (fused path): target, rebalanced, binding, sizes
+            self._sizing = np.zeros((n, K.S_COLS))
         else:
             # the indices keep their meaning in every action set (0 HOLD, 1 LONG, 2 SHORT)
             self._targets = np.array([float(t[0]) for t in direction_wrapper._targets[:n_actions]], dtype=np.float64)
@@ -184,6 +198,12 @@ class BatchedHimariStack:
         self._all_started = False
         self._rngs: list[np.random.Generator | None] = [None] * n
         self._started = np.zeros(n, dtype=np.bool_)
+        #: risk=True: one compiled call per decision (:func:`~himari_env.vector.kernels.step_decision_risk`);
+        #: False: the per-bar path (``BatchedRiskLayer.size``, :func:`~himari_env.vector.kernels.step_bar`,
+        #: ``BatchedRiskLayer.record_step`` for every bar), kept as the reference the fused path is tested equal to
+        self.fused = True
+        #: done flags (terminated or truncated) of the latest :meth:`step`, bool (N,)
+        self.last_dones = np.zeros(n, dtype=np.bool_)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -306,13 +326,15 @@ class BatchedHimariStack:
         acts = actions if (type(actions) is np.ndarray and actions.dtype == np.int64
                            and actions.shape == (self.num_envs,)) else self.check_actions(actions)
         istate, fstate, work, active = self.istate, self.fstate, self._work, self._active
-        bad = K.begin_decision(acts, self._n_actions, istate, work, active)
-        if bad <= -2:
-            raise RuntimeError(f"step() called after env {-2 - bad}'s episode ended; reset it first (reset_envs)")
-        if bad >= 0:
-            raise ValueError(f"action of env {bad} must be an int in [0, {self._n_actions}), got {acts[bad]!r}")
-        self.last_actions = acts
         layer = self.risk_layer
+        fused = layer is not None and self.fused
+        if not fused:  # (the fused kernel checks and clears itself)
+            bad = K.begin_decision(acts, self._n_actions, istate, work, active)
+            if bad <= -2:
+                self._ended(-2 - bad)
+            if bad >= 0:
+                self._bad_action(bad, acts)
+        self.last_actions = acts
         full = self.info_level == "full"
         infos: list[Any] | None = [None] * self.num_envs if full else None
         if layer is None:
@@ -324,10 +346,48 @@ class BatchedHimariStack:
             if infos is not None:
                 for i, action in enumerate(acts.tolist()):
                     infos[i] = self._full_info(i, action, None, None)
+        elif fused:
+            flags = np.empty((3, self.num_envs), dtype=np.bool_)
+            self._step_fused(acts, infos, flags)
+            terminated, truncated = flags[0], flags[1]
+            self.last_dones = flags[2]
+            return work[:, K.W_ACC_REWARD].copy(), terminated, truncated, infos
         else:
             self._step_bars(acts, infos)
-        return (work[:, K.W_ACC_REWARD].copy(), istate[K.TERMINATED].astype(np.bool_),
-                istate[K.TRUNCATED].astype(np.bool_), infos)
+        terminated, truncated = istate[K.TERMINATED].astype(np.bool_), istate[K.TRUNCATED].astype(np.bool_)
+        self.last_dones = terminated | truncated
+        return work[:, K.W_ACC_REWARD].copy(), terminated, truncated, infos
+
+    def _step_fused(self, acts: np.ndarray, infos: list[Any] | None, flags: np.ndarray) -> None:
+        """The decision in one compiled call (sizing, accounting, reward and the layer's record
+        step for every env and bar); full infos from what it left: each env's state is its last
+        bar's (an env that ended inside the decision is not stepped, sized or recorded further)."""
+        istate, layer, out = self.istate, self.risk_layer, self._sizing
+        bad = K.step_decision_risk(acts, self._iconf, istate, self.fstate, self._work, self._fused_market,
+                                   self._reward_regime, self._obs_regime, self._fconf, *self._risk_state,
+                                   out, flags)  # type: ignore[call-arg]
+        if bad == -1 and infos is None:
+            return
+        if bad >= 0:
+            self._bad_target(bad, acts, out[:, K.S_TARGET])
+        if bad <= -2:
+            i, kind = divmod(-2 - bad, 8)
+            if kind == K.E_ACTION:
+                self._bad_action(i, acts)
+            if kind == K.E_ENDED:
+                self._ended(i)
+            from himari_env.risk import batched_kernels as kn
+
+            bars = istate[K.BAR]
+            layer._raise(kn.ERR_REGIME, i, self._directions[acts], bars, self._obs_regime[bars])
+        if infos is not None:
+            from himari_env.risk.batched import SizingBatch
+
+            sizing = SizingBatch(out[:, K.S_TARGET], out[:, K.S_REBALANCED] != 0.0, out[:, K.S_SIZES:],
+                                 out[:, K.S_BINDING].astype(np.int64))
+            states = layer.risk_state_infos()
+            for i, action in enumerate(acts.tolist()):
+                infos[i] = self._full_info(i, action, sizing, states[i])
 
     def _step_bars(self, acts: np.ndarray, infos: list[Any] | None) -> None:
         """The decision bar by bar with the risk layer sizing every bar; full infos are taken at
@@ -356,6 +416,12 @@ class BatchedHimariStack:
                     infos[i] = self._full_info(i, int(acts[i]), sizing, state)
             if last or not active.any():
                 break
+
+    def _ended(self, i: int) -> None:
+        raise RuntimeError(f"step() called after env {i}'s episode ended; reset it first (reset_envs)")
+
+    def _bad_action(self, i: int, acts: np.ndarray) -> None:
+        raise ValueError(f"action of env {i} must be an int in [0, {self._n_actions}), got {acts[i]!r}")
 
     def _bad_target(self, i: int, acts: np.ndarray, targets: Any) -> None:
         raise ValueError(f"env {i}: action {int(acts[i])} gave target position {float(targets[i])!r}, not a finite "

@@ -73,15 +73,16 @@ class HimariBTCVecEnv(VecEnv):
         actions, self._actions = self._actions, None
         batch = self.batch
         rewards, terminated, truncated, full_infos = batch.step(actions)
-        time_limit = truncated & ~terminated
         if full_infos is not None:
             infos = full_infos
-            for info, flag in zip(infos, time_limit.tolist(), strict=True):
+            for info, flag in zip(infos, (truncated & ~terminated).tolist(), strict=True):
                 info["TimeLimit.truncated"] = flag
-        else:
-            infos = batch.light_infos(time_limit if batch.info_level == "training" else None)
+        elif batch.info_level == "training":
+            infos = batch.light_infos(truncated & ~terminated)
+        else:  # "none": ended envs get the flag below
+            infos = batch.light_infos()
         obs = batch.observations()
-        dones = terminated | truncated
+        dones = batch.last_dones
         if dones.any():
             ended = np.flatnonzero(dones)
             for i in ended.tolist():

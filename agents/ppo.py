@@ -96,6 +96,11 @@ def build_ppo(
         table = env.get_attr("feature_table", indices=[0])[0]
     model = PPO("MultiInputPolicy", env, policy_kwargs=policy_kwargs(config, table), tensorboard_log=tensorboard_log,
                 verbose=config.train.verbose, seed=seed, **ppo_hyperparameters(config))
+    if table is not None:
+        # The policy holds the table (a non-persistent buffer); model.save would otherwise
+        # cloudpickle the market's features into the zip's "data" entry. load_ppo rebuilds the
+        # model from the config and the env, so the saved kwargs need not carry it.
+        model.policy_kwargs = policy_kwargs(config)
     configure_logger(model, tensorboard_log, verbose=config.train.verbose)
     return model
 

@@ -155,6 +155,12 @@ def test_an_index_observation_run_trains_validates_and_evaluates(tmp_path):
     frame = synthesize_market(n_bars=3000, seed=5).frame
     train(config, run_dir=tmp_path / "run", frame=frame)
     assert (tmp_path / "run" / "best" / "best_model.zip").is_file()
+    # The market's features are not pickled into the model zip (rule: no pickle for data).
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "run" / "final_model.zip") as archive:
+        assert "feature_table" not in archive.read("data").decode()
+        assert archive.getinfo("data").file_size < 100_000
     report = evaluate_run(tmp_path / "run", split="val", frame=frame, write=False, record_test_look=False)
     assert set(report["splits"]) >= {"train", "val"}
     with pytest.raises(ConfigError, match=r"train\.observation_mode"):

@@ -33,7 +33,10 @@ LEDGER_ENV = "HIMARI_LEDGER"
 LEDGER_NAME = "ledger.jsonl"
 
 #: Config keys that do not change what is being tried (seed, naming, output folders).
-_UNHASHED_TRAIN_KEYS = ("seed", "run_name", "runs_dir", "verbose")
+#: Train keys that do not change what a run learns: the seed (trials of one configuration differ
+#: by it), naming and verbosity, and how the episodes are stepped (the batched env and the
+#: subprocess workers, window and index observations, give bit-identical runs: tests/test_vector_*).
+_UNHASHED_TRAIN_KEYS = ("seed", "run_name", "runs_dir", "verbose", "vectorization", "observation_mode")
 
 
 def ledger_path(runs_dir: str | Path = "runs") -> Path:

@@ -80,23 +80,18 @@ def walkforward_folds(index: pd.DatetimeIndex, n_folds: int, *, end: str | pd.Ti
     return folds
 
 
-#: Train settings that change what a run learns (the rest: logging, folders, vectorization,
-#: which the batched env's equivalence tests show does not change a run).
-_LEARNING_TRAIN_KEYS = ("seed", "total_timesteps", "n_envs", "eval_freq", "eval_episodes", "eval_split",
-                        "validation_metric", "observation_mode")
-
-
 def same_training_settings(recorded: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    """Whether two ``ExperimentConfig.to_dict()`` documents train the same model: equal env,
-    extractor, PPO and algorithm sections and equal learning-relevant train settings (the
-    preset's name, folders, verbosity and vectorization path may differ)."""
-    for section in ("env", "extractor", "ppo", "algo"):
-        if recorded.get(section) != wanted.get(section):
-            return False
-    recorded_train, wanted_train = recorded.get("train", {}), wanted.get("train", {})
-    defaults = {"observation_mode": "window"}
-    return all(recorded_train.get(key, defaults.get(key)) == wanted_train.get(key, defaults.get(key))
-               for key in _LEARNING_TRAIN_KEYS)
+    """Whether two ``ExperimentConfig.to_dict()`` documents train the same model: the same
+    configuration as the trials ledger counts it (:func:`experiments.ledger.config_hash`: the
+    preset's name, folders, verbosity and vectorization path may differ) and the same seed.
+    ``recorded`` (a run's ``config.json``, possibly from an older release) is read through the
+    config decoder first, so keys added since then take their defaults."""
+    from agents.config import ExperimentConfig
+    from experiments.ledger import config_hash
+
+    decoded = ExperimentConfig.from_dict(recorded, source="config.json").to_dict()
+    return (config_hash(decoded) == config_hash(wanted)
+            and decoded["train"]["seed"] == wanted["train"]["seed"])
 
 
 def _fold_config(config: Any, data_path: Path, fold: Fold, *, seed: int, timesteps: int | None) -> Any:

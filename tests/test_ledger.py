@@ -90,3 +90,19 @@ def test_concurrent_appends_never_interleave(tmp_path: Path) -> None:
     entries = read_ledger(path)
     assert len(entries) == 150
     assert sorted((e["worker"], e["i"]) for e in entries) == [(w, i) for w in range(3) for i in range(50)]
+
+
+def test_the_vectorization_path_is_not_a_new_configuration():
+    """The batched env and the subprocess workers (window or index observations) train the
+    same model bit for bit, so the trials ledger counts them as one configuration."""
+    import dataclasses
+
+    from agents.config import load_config
+    from experiments.ledger import config_hash
+
+    config = load_config("experiments/configs/cpu-small.yaml")
+    subproc = dataclasses.replace(config, train=dataclasses.replace(config.train, vectorization="subproc"))
+    index = dataclasses.replace(config, train=dataclasses.replace(config.train, observation_mode="index"))
+    other = dataclasses.replace(config, ppo=dataclasses.replace(config.ppo, n_epochs=5))
+    assert config_hash(config.to_dict()) == config_hash(subproc.to_dict()) == config_hash(index.to_dict())
+    assert config_hash(config.to_dict()) != config_hash(other.to_dict())

@@ -19,6 +19,9 @@ YAML layout::
                 eval_split, validation_metric, checkpoint_freq, collapse_hold_low,
                 collapse_hold_high, collapse_patience, stop_on_collapse, collapse_source,
                 run_name, runs_dir, verbose, torch_threads}
+    risk:      {drawdown_brake: {thresholds, reductions, peak_window_bars},
+                regime_multipliers: {low_vol, trending, high_vol, crisis}, rebalance_band}
+                (the RSS layer's settings; defaults: the design log's)
     algo:      ppo | recurrent_ppo
     sizer:     {direction_source, l2_run, delta_bound, momentum_lookback, lstm_hidden_size,
                 n_lstm_layers, shared_lstm, enable_critic_lstm, delta_collapse_share}
@@ -41,6 +44,9 @@ import yaml
 
 from himari_env.config_codec import decode_dataclass, encode_dataclass
 from himari_env.constants import DEFAULT_FEE_RATE, MAX_FEE_RATE, REGIME_SOURCES, REWARD_PRESETS
+from himari_env.risk.config import RiskConfig
+from himari_env.risk.drawdown_brake import DrawdownBrakeParams
+from himari_env.risk.regime_multipliers import RegimeMultipliers
 from wrappers.action_sets import ACTION_SETS
 
 __all__ = [
@@ -53,6 +59,7 @@ __all__ = [
     "ExperimentConfig",
     "ExtractorConfig",
     "PPOConfig",
+    "RiskSettings",
     "SizerConfig",
     "TrainConfig",
     "load_config",
@@ -400,6 +407,35 @@ DIRECTION_SOURCES: tuple[str, ...] = ("always_long", "momentum", "regime_gated",
 
 
 @dataclass(frozen=True)
+class RiskSettings:
+    """The RSS risk layer's settings a preset may choose (the ``risk`` section).
+
+    Everything else of :class:`~himari_env.risk.config.RiskConfig` keeps the design log's
+    values, and its fitted parts (EVT tails, volatility target) are fitted on each run's own
+    train split when the run's bundle is built. The defaults are the design log's (a test
+    holds them equal to ``RiskConfig()``), so a preset without a ``risk`` section trains
+    exactly as before.
+
+    ``drawdown_brake``: H4 thresholds and cuts (drawdown and cut fractions) and the rolling
+    peak window in bars. ``regime_multipliers``: the size factor per regime.
+    ``rebalance_band``: the no-trade band, a fraction of the held size.
+    """
+
+    drawdown_brake: DrawdownBrakeParams = field(default_factory=DrawdownBrakeParams)
+    regime_multipliers: RegimeMultipliers = field(default_factory=RegimeMultipliers)
+    rebalance_band: float = 0.25
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.rebalance_band < 1.0, "risk.rebalance_band",
+                 f"must be in [0, 1) (a fraction of the held size), got {self.rebalance_band}")
+
+    def risk_config(self) -> RiskConfig:
+        """The uncalibrated :class:`RiskConfig` these settings describe (calibrate it on train)."""
+        return RiskConfig(drawdown_brake=self.drawdown_brake, regime_multipliers=self.regime_multipliers,
+                          rebalance_band=self.rebalance_band)
+
+
+@dataclass(frozen=True)
 class SizerConfig:
     """The L3 sizer (``HimariBTCSizer-v0``, :mod:`wrappers.sizer`) and its LSTM policy
     (sb3-contrib ``RecurrentPPO``, ``MultiInputLstmPolicy``); used when ``algo`` is
@@ -445,6 +481,7 @@ class ExperimentConfig:
     extractor: ExtractorConfig = field(default_factory=ExtractorConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    risk: RiskSettings = field(default_factory=RiskSettings)
     algo: str = "ppo"
     sizer: SizerConfig | None = None
 

@@ -45,6 +45,13 @@ def ledger_path(runs_dir: str | Path = "runs") -> Path:
     return Path(override) if override else Path(runs_dir) / LEDGER_NAME
 
 
+def _default_risk_settings() -> dict[str, Any]:
+    from agents.config import RiskSettings
+    from himari_env.config_codec import encode_dataclass
+
+    return json.loads(json.dumps(encode_dataclass(RiskSettings()), sort_keys=True))
+
+
 def config_hash(config: Mapping[str, Any]) -> str:
     """SHA-256 (16 hex digits) of a resolved config dict, without seed and naming keys.
 
@@ -56,6 +63,10 @@ def config_hash(config: Mapping[str, Any]) -> str:
         train.pop(key, None)
     document["train"] = train
     document.pop("name", None)
+    if document.get("risk") == _default_risk_settings():
+        # the design log's RSS settings: hashed as before the ``risk`` section existed, so
+        # earlier ledger lines and run folders keep their configuration identity
+        document.pop("risk")
     text = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -78,7 +78,8 @@ def train_sizer(config: ExperimentConfig, *, run_dir: Path, resume: bool = False
             frame,
             pipeline_config=PipelineConfig(fit_hmm=config.env.regime_source == "hmm",
                                            split_fractions=_three(config.env.split_fractions)),
-            risk=True, reward_windows=(reward.sigma_window, reward.e_window), source=str(config.env.data))
+            risk=True, risk_config=config.risk.risk_config(), reward_windows=(reward.sigma_window, reward.e_window),
+            source=str(config.env.data))
         bundle.save(artifacts_dir)
 
     env_kwargs = sizer_env_kwargs(config)

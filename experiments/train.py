@@ -229,6 +229,7 @@ def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, over
             pipeline_config=PipelineConfig(fit_hmm=config.env.regime_source == "hmm",
                                            split_fractions=_three(config.env.split_fractions)),
             risk=config.env.risk,
+            risk_config=config.risk.risk_config(),
             reward_windows=(reward.sigma_window, reward.e_window),
             source=f"fold {fold}" if own_frame and fold is not None
             else ("frame" if own_frame else str(config.env.data)),

@@ -33,6 +33,17 @@ def test_config_hash_ignores_seed_and_names_but_not_hyperparameters() -> None:
     assert config_hash(other_lr) != config_hash(CONFIG)
 
 
+def test_the_design_logs_risk_section_hashes_as_a_config_without_one() -> None:
+    from agents.config import ExperimentConfig, RiskSettings
+    from himari_env.risk.regime_multipliers import RegimeMultipliers
+
+    with_default = ExperimentConfig().to_dict()
+    without = {key: value for key, value in with_default.items() if key != "risk"}
+    assert config_hash(with_default) == config_hash(without)
+    other = ExperimentConfig(risk=RiskSettings(regime_multipliers=RegimeMultipliers(crisis=0.5))).to_dict()
+    assert config_hash(other) != config_hash(with_default)
+
+
 def test_data_hash_of_file_bytes_and_embedded_markets(tmp_path: Path) -> None:
     a = tmp_path / "a.csv"
     a.write_text("1,2\n")

@@ -17,10 +17,12 @@ from agents.config import (
     ExperimentConfig,
     ExtractorConfig,
     PPOConfig,
+    RiskSettings,
     TrainConfig,
     load_config,
 )
 from agents.ppo import build_ppo, load_ppo, make_vec_env_from_config
+from himari_env.risk.config import RiskConfig
 from tests.test_extractor import TinyRegimeEnv, make_tiny_env, tiny_config
 
 torch.set_num_threads(1)
@@ -109,6 +111,37 @@ def test_out_of_range_values_name_the_key() -> None:
         EnvConfig(reward="bonus")
     with pytest.raises(ConfigError, match=r"train\.validation_metric"):
         TrainConfig(validation_metric="accuracy")
+
+
+def test_the_risk_section_defaults_to_the_design_logs_rss_settings() -> None:
+    assert RiskSettings().risk_config() == RiskConfig()
+    assert ExperimentConfig().risk == RiskSettings()
+    assert load_config(CONFIG_DIR / "cpu-small.yaml").risk == RiskSettings()
+
+
+def test_the_risk_section_is_read_strictly_and_reaches_the_risk_config(tmp_path: Path) -> None:
+    document = {"risk": {"drawdown_brake": {"thresholds": [0.1, 0.2], "reductions": [0.5, 0.9]},
+                         "regime_multipliers": {"crisis": 0.5}, "rebalance_band": 0.4}}
+    config = load_config(write_yaml(tmp_path / "risk.yaml", document))
+    risk = config.risk.risk_config()
+    assert risk.drawdown_brake.thresholds == (0.1, 0.2) and risk.drawdown_brake.reductions == (0.5, 0.9)
+    assert risk.drawdown_brake.peak_window_bars == 720  # unset keys keep their defaults
+    assert risk.regime_multipliers.as_tuple() == (1.0, 1.2, 0.6, 0.5)
+    assert risk.rebalance_band == 0.4 and not risk.is_calibrated
+    assert ExperimentConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match=r"risk\.drawdown_brake.*thresholds must increase"):
+        ExperimentConfig.from_dict({"risk": {"drawdown_brake": {"thresholds": [0.2, 0.1], "reductions": [0.5, 0.9]}}})
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['risk\.target_vol'\]"):
+        ExperimentConfig.from_dict({"risk": {"target_vol": 0.5}})  # fitted on train, never configured
+    with pytest.raises(ConfigError, match=r"risk\.rebalance_band: must be in \[0, 1\)"):
+        ExperimentConfig.from_dict({"risk": {"rebalance_band": 1.5}})
+
+
+def test_the_spot_preset_carries_its_walk_forward_chosen_rss_settings() -> None:
+    risk = load_config(CONFIG_DIR / "cpu-small-spot.yaml").risk
+    assert risk.drawdown_brake.thresholds == (0.10, 0.15, 0.20)
+    assert risk.regime_multipliers.as_tuple() == (1.0, 1.0, 0.8, 0.5)
+    assert risk.rebalance_band == 0.5
 
 
 def test_batch_size_must_divide_the_rollout() -> None:

@@ -10,13 +10,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agents.config import load_config
+from agents.config import RiskSettings, load_config
 from experiments.evaluate import evaluate_run
 from experiments.train import train
 from himari_env.data import synthesize_market
 from himari_env.metrics import performance_summary
+from himari_env.risk.config import RiskConfig
+from himari_env.risk.drawdown_brake import DrawdownBrakeParams
+from himari_env.risk.regime_multipliers import RegimeMultipliers
 from tests.conftest import REPO_ROOT
 from wrappers.stack import load_frame
+
+RUN_RISK = RiskSettings(drawdown_brake=DrawdownBrakeParams((0.10, 0.20), (0.5, 0.9)),
+                        regime_multipliers=RegimeMultipliers(1.0, 1.0, 0.8, 0.5), rebalance_band=0.4)
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +37,7 @@ def run_dir(tmp_path_factory):
         ppo=dataclasses.replace(config.ppo, n_steps=64, batch_size=64, n_epochs=2),
         train=dataclasses.replace(config.train, total_timesteps=384, n_envs=1, eval_freq=192,
                                   checkpoint_freq=128, verbose=0),
+        risk=RUN_RISK,
     )
     train(config, run_dir=folder / "run")
     return folder / "run"
@@ -45,6 +52,15 @@ def test_training_writes_config_pipeline_models_and_checkpoints(run_dir):
     assert not list(run_dir.rglob("*.pkl"))
     summary = json.loads((run_dir / "training_summary.json").read_text())
     assert summary["timesteps"] == 384
+
+
+def test_the_configs_risk_section_is_the_runs_calibrated_rss_layer(run_dir):
+    fitted = RiskConfig.load(run_dir / "artifacts" / "risk_config.json")
+    assert fitted.is_calibrated
+    assert fitted.drawdown_brake == RUN_RISK.drawdown_brake
+    assert fitted.regime_multipliers == RUN_RISK.regime_multipliers
+    assert fitted.rebalance_band == RUN_RISK.rebalance_band
+    assert json.loads((run_dir / "config.json").read_text())["risk"]["rebalance_band"] == 0.4
 
 
 def test_tensorboard_events_hold_the_per_regime_share_scalars(run_dir):

@@ -30,6 +30,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from experiments.commands._output import format_table, to_json
 from himari_env.constants import DEFAULT_FEE_RATE
 from himari_env.risk.report import (
@@ -60,6 +62,26 @@ def register(root: argparse._SubParsersAction, groups: dict[str, argparse._SubPa
                       help="also evaluate fresh episodes of this many steps, as in training "
                            f"(default {DEFAULT_EPISODE_LENGTH})")
     risk.set_defaults(func=run_risk_from_args)
+
+    settings = calibrate.add_parser(
+        "rss-settings",
+        help="choose the RSS layer's preset settings (brake, regime multipliers, band) on walk-forward windows",
+        description="Size buy-and-hold and the long/flat momentum rules (720, 168 bars) through the RSS layer "
+                    "under each candidate of a grid of drawdown brakes x regime multipliers x rebalance bands, "
+                    "on every validation and test window of the walk-forward folds before --end (each fold "
+                    "calibrated on its own train split; no agent, no look at the final test year). Score: the "
+                    "mean over the rules of the median after-fee Sharpe over the windows. The winner goes into "
+                    "a preset's risk section.",
+    )
+    settings.add_argument("--data", type=Path, required=True, help="OHLCV file (the real market)")
+    settings.add_argument("--folds", type=int, default=4, help="walk-forward folds (default: %(default)s)")
+    settings.add_argument("--end", default="2024-01-01",
+                          help="use only bars before this time; 'none' uses the whole file (default: %(default)s)")
+    settings.add_argument("--fee-rate", type=float, default=DEFAULT_FEE_RATE,
+                          help=f"fee per unit of traded notional (default {DEFAULT_FEE_RATE})")
+    settings.add_argument("--top", type=int, default=24, help="candidates to print, best first (default: all 24)")
+    settings.add_argument("--json", action="store_true", help="print one JSON document")
+    settings.set_defaults(func=run_rss_settings_from_args)
 
     sortino = calibrate.add_parser(
         "sortino",
@@ -192,6 +214,41 @@ def run_risk_from_args(args: argparse.Namespace) -> int:
         (args.out / "risk_report.json").write_text(to_json(report) + "\n", encoding="utf-8")
         (args.out / "risk_report.md").write_text("# Risk layer calibration\n\n" + tables + "\n", encoding="utf-8")
     print(to_json(report) if args.json else tables)
+    return 0
+
+
+# -------------------------------------------------------------------------- rss-settings
+def rss_settings_table(report: dict[str, Any], *, top: int) -> str:
+    """The candidates, best first: score, then each rule's median Sharpe and worst drawdown."""
+    rules = list(report["rules"])
+    ranked = sorted(report["candidates"], key=lambda row: -row["score"])[:top]
+    headers = ["candidate", "score"] + [f"{r} med Sharpe / worst DD" for r in rules]
+    rows = [[row["label"], f"{row['score']:.2f}"]
+            + [f"{np.median(row['per_rule'][r]['sharpe']):.2f} / {max(row['per_rule'][r]['max_drawdown']):.0%}"
+               for r in rules] for row in ranked]
+    raw = [f"{r} {np.median(report['raw'][r]['sharpe']):.2f} / {max(report['raw'][r]['max_drawdown']):.0%}"
+           for r in rules]
+    windows = ", ".join(f"{a[:10]}..{b[:10]}" for a, b in report["windows"])
+    return "\n".join([
+        f"{len(report['windows'])} windows ({windows}); fee {report['fee_rate']}; after fees.",
+        "Unsized rules (median Sharpe / worst max drawdown): " + "; ".join(raw) + ".",
+        "",
+        format_table(headers, rows),
+        "",
+        f"Best: {report['best']}",
+    ])
+
+
+def run_rss_settings_from_args(args: argparse.Namespace) -> int:
+    from experiments.rss_settings import score_rss_settings
+    from wrappers.stack import load_frame
+
+    if args.folds < 1:
+        raise SystemExit(f"himari calibrate rss-settings: --folds must be >= 1, got {args.folds}")
+    frame = load_frame(str(args.data))
+    report = score_rss_settings(frame, n_folds=args.folds, end=None if args.end == "none" else args.end,
+                                fee_rate=args.fee_rate)
+    print(to_json(report) if args.json else rss_settings_table(report, top=args.top))
     return 0
 
 

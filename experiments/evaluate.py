@@ -72,8 +72,13 @@ def format_action_distribution(table: dict[str, dict[str, float]]) -> str:
 
 def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None = None,
                  model_name: str = "best/best_model.zip", write: bool = True,
-                 frame: Any = None, record_test_look: bool = True) -> dict[str, Any]:
+                 frame: Any = None, record_test_look: bool = True, ensemble: bool = False) -> dict[str, Any]:
     """Evaluate the run in ``run_dir``; see the module docstring. Returns the report dict.
+
+    ``ensemble``: ``run_dir`` is a folder of seed runs (``himari train --seeds`` output or a
+    walk-forward fold) and the policy is their :class:`~agents.ensemble.SeedEnsemble` (soft
+    vote of each seed's ``model_name``); the report goes to ``run_dir/ensemble`` and its test
+    looks are recorded under that folder with the tag ``seed-ensemble``.
 
     ``frame`` (a canonical OHLCV frame) gives the run's training bars when they were not
     loaded from ``config.env.data`` (``train(..., frame=...)``, e.g. a walk-forward fold);
@@ -90,24 +95,27 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
     from wrappers.stack import load_frame, make_himari_env
 
     run_dir = Path(run_dir)
+    members: list[Path] = []
+    output_dir = run_dir
+    if ensemble:
+        from agents.ensemble import seed_runs
+
+        members = seed_runs(run_dir)
+        output_dir = run_dir / "ensemble"
+        output_dir.mkdir(exist_ok=True)
+        run_dir = members[0]  # configuration and bundle (the same for every member)
     if not (run_dir / "config.json").is_file():
         what = "no such folder" if not run_dir.exists() else "no config.json in it"
         raise FileNotFoundError(f"not a run folder: {run_dir} ({what}); pass a folder written by "
                                 "himari train --run-dir DIR")
     config = ExperimentConfig.from_dict(json.loads((run_dir / "config.json").read_text()),
                                         source=str(run_dir / "config.json"))
-    if config.algo == "recurrent_ppo":  # the L3 sizer: L3 against delta = 0 (experiments/sizer_eval.py)
+    if config.algo == "recurrent_ppo" and not ensemble:  # the L3 sizer: L3 against delta = 0 (experiments/sizer_eval.py)
         from experiments.sizer_eval import evaluate_sizer_run
 
         return evaluate_sizer_run(run_dir, split=split, data=data, model_name=model_name, write=write)
     bundle = RunArtifacts.load(run_dir)
-    model_path = run_dir / model_name
-    if not model_path.is_file():
-        fallback = run_dir / "final_model.zip"
-        if not fallback.is_file():
-            raise FileNotFoundError(f"no {model_name} and no final_model.zip in {run_dir}")
-        print(f"note: {model_path} not found (no validation pass ran?); evaluating final_model.zip", file=sys.stderr)
-        model_path = fallback
+    model_path = _model_file(run_dir, model_name)
     if split not in ("val", "test", "unseen", "all"):
         raise ValueError(f"--split must be val, test, unseen or all, got {split!r}")
     if split == "unseen" and data is None:
@@ -149,13 +157,20 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
         return with_observation_mode(make_himari_env(prepared, **kwargs, artifacts=bundle), config)
 
     probe = DummyVecEnv([lambda: make_env(in_sample, "test")])
-    model = load_ppo(model_path, probe, config, seed=config.train.seed)
+    model: Any = load_ppo(model_path, probe, config, seed=config.train.seed)
+    model_label = model_path.name
+    if members:
+        from agents.ensemble import SeedEnsemble
+
+        paths = [model_path] + [_model_file(member, model_name) for member in members[1:]]
+        model = SeedEnsemble([model] + [load_ppo(path, probe, config, seed=config.train.seed) for path in paths[1:]])
+        model_label = f"seed ensemble (soft vote) of {', '.join(str(p) for p in paths)}"
 
     def agent_policy(observation: dict[str, Any], bar: int) -> int:
         action, _ = model.predict(observation, deterministic=True)
         return int(action)
 
-    report: dict[str, Any] = {"run_dir": str(run_dir), "model": model_path.name, "data": config.env.data,
+    report: dict[str, Any] = {"run_dir": str(output_dir), "model": model_label, "data": config.env.data,
                               "unseen_data": data, "fee_rate": config.env.fee_rate, "splits": {}}
     curves: dict[str, dict[str, np.ndarray]] = {}
     risk_config = bundle.risk_config if config.env.risk else None
@@ -214,13 +229,25 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
         if label in ("test", "unseen") and write and record_test_look:
             from experiments.ledger import record_test_look as append_test_look
 
-            append_test_look(ledger_file, run_dir=run_dir, config=config.to_dict(), split=label,
-                             sharpe=section["agent"]["sharpe"])
+            append_test_look(ledger_file, run_dir=output_dir, config=config.to_dict(), split=label,
+                             sharpe=section["agent"]["sharpe"], tag="seed-ensemble" if members else None)
     report["ledger"] = {"path": str(ledger_file), "trials": len(trial_sharpes)}
     report["hold_table"] = hold_table(report)
     if write:
-        write_report(run_dir, report, curves, passes)
+        write_report(output_dir, report, curves, passes)
     return report
+
+
+def _model_file(run_dir: Path, model_name: str) -> Path:
+    """``run_dir/model_name``, or the run's ``final_model.zip`` when it has no such file."""
+    path = run_dir / model_name
+    if path.is_file():
+        return path
+    fallback = run_dir / "final_model.zip"
+    if not fallback.is_file():
+        raise FileNotFoundError(f"no {model_name} and no final_model.zip in {run_dir}")
+    print(f"note: {path} not found (no validation pass ran?); evaluating final_model.zip", file=sys.stderr)
+    return fallback
 
 
 def _ledger_trials(run_dir: Path, config: Any) -> tuple[list[float], Path]:
@@ -404,6 +431,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="best/best_model.zip", metavar="FILE",
                         help="model file in the run folder; falls back to final_model.zip when absent "
                              "(default: %(default)s, the best by validation)")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="RUN_DIR is a folder of seed runs (himari train --seeds, or a walk-forward fold): "
+                             "evaluate their soft-vote seed ensemble; the report goes to RUN_DIR/ensemble")
     parser.add_argument("--full", action="store_true",
                         help="print report.md (every baseline, raw and +rss, significance, actions by regime) "
                              "instead of the short summary (default: the summary; report.md is always written)")
@@ -411,7 +441,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    report = evaluate_run(args.run_dir, split=args.split, data=args.data, model_name=args.model)
+    report = evaluate_run(args.run_dir, split=args.split, data=args.data, model_name=args.model,
+                          ensemble=getattr(args, "ensemble", False))
     if args.json:
         from experiments.commands._output import to_json
 
@@ -423,7 +454,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     elif getattr(args, "full", False):
         print(format_markdown(report))
     else:
-        print(format_console(report, args.run_dir))
+        print(format_console(report, report["run_dir"]))
     return 0
 
 

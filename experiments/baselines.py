@@ -293,9 +293,12 @@ def best_baseline(summaries: dict[str, dict[str, dict[str, Any]]], *, metric: st
 
 
 def baseline_table(data: Any, *, split: str = "val", seed: int = 0, fee_rate: float = 0.001,
-                   max_leverage: float = 1.0) -> dict[str, Any]:
+                   max_leverage: float = 1.0, risk_settings: Any | None = None) -> dict[str, Any]:
     """Every baseline on ``split`` of ``data`` (``"synthetic"``, ``"planted"``, a path or a
-    frame), raw and through the RSS layer calibrated on its train split; JSON-ready."""
+    frame), raw and through the RSS layer calibrated on its train split; JSON-ready.
+
+    ``risk_settings``: a preset's :class:`agents.config.RiskSettings` (default: the design
+    log's RSS settings)."""
     from experiments.scoreboard import flat_baseline_summaries
     from himari_env.pipeline import prepare_market
     from himari_env.risk import calibrate_risk
@@ -305,7 +308,8 @@ def baseline_table(data: Any, *, split: str = "val", seed: int = 0, fee_rate: fl
     prepared = prepare_market(frame)
     market = prepared.market
     train = market.splits["train"]
-    risk_config = calibrate_risk(market.returns[train], gap_before=market.gap_before[train])
+    risk_config = calibrate_risk(market.returns[train], gap_before=market.gap_before[train],
+                                 config=None if risk_settings is None else risk_settings.risk_config())
     planted = None
     if isinstance(data, str) and data == "planted":
         from himari_env.data.planted import synthesize_planted_market

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -107,3 +109,27 @@ def test_the_long_flat_oracle_is_the_oracle_long_or_flat_and_never_a_baseline_to
     summaries = {"oracle": {"raw": {"sharpe": 9.0}}, "oracle_lf": {"raw": {"sharpe": 8.0}},
                  "flat": {"raw": {"sharpe": 0.0}}}
     assert best_baseline(summaries)[0] == "flat"
+
+
+def test_the_baseline_table_sizes_its_rss_rows_with_a_presets_risk_section(tmp_path, capsys):
+    from agents.config import RiskSettings
+    from experiments.baselines import baseline_table
+    from experiments.cli import main
+    from himari_env.risk.drawdown_brake import DrawdownBrakeParams
+    from himari_env.risk.regime_multipliers import RegimeMultipliers
+
+    settings = RiskSettings(drawdown_brake=DrawdownBrakeParams((0.2,), (0.5,)),
+                            regime_multipliers=RegimeMultipliers(1.0, 1.0, 0.8, 0.5), rebalance_band=0.5)
+    design_log = baseline_table("synthetic", split="val")
+    preset = baseline_table("synthetic", split="val", risk_settings=settings)
+    assert preset["baselines"]["buy_and_hold"] == design_log["baselines"]["buy_and_hold"]  # raw: no RSS
+    assert preset["baselines"]["momentum_168_lf"] == design_log["baselines"]["momentum_168_lf"]
+    assert preset["baselines"]["buy_and_hold+rss"] != design_log["baselines"]["buy_and_hold+rss"]
+
+    config = tmp_path / "preset.yaml"
+    config.write_text("risk:\n  drawdown_brake: {thresholds: [0.2], reductions: [0.5]}\n"
+                      "  regime_multipliers: {trending: 1.0, high_vol: 0.8, crisis: 0.5}\n  rebalance_band: 0.5\n")
+    assert main(["baselines", "--split", "val", "--config", str(config), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["baselines"]["buy_and_hold+rss"]["sharpe"] == pytest.approx(
+        preset["baselines"]["buy_and_hold+rss"]["sharpe"])

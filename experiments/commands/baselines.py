@@ -19,6 +19,9 @@ def register(root: argparse._SubParsersAction, groups: dict[str, argparse._SubPa
     parser.add_argument("--seed", type=int, default=0, help="market seed (synthetic/planted) and random "
                         "baseline seed (default: %(default)s)")
     parser.add_argument("--fee-rate", type=float, default=0.001, help="fee per unit of turnover (default: %(default)s)")
+    parser.add_argument("--config", default=None, metavar="YAML",
+                        help="size the +rss baselines with this preset's risk section (default: the design "
+                             "log's RSS settings)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(func=_run)
 
@@ -27,7 +30,13 @@ def _run(args: argparse.Namespace) -> int:
     from experiments.baselines import baseline_table
     from experiments.commands._output import format_table, to_json
 
-    table = baseline_table(args.data, split=args.split, seed=args.seed, fee_rate=args.fee_rate)
+    risk_settings = None
+    if args.config is not None:
+        from agents.config import load_config
+
+        risk_settings = load_config(args.config).risk
+    table = baseline_table(args.data, split=args.split, seed=args.seed, fee_rate=args.fee_rate,
+                           risk_settings=risk_settings)
     if args.json:
         print(to_json(table))
         return 0

@@ -27,8 +27,9 @@ class EnsembleError(ValueError):
     """The runs given as an ensemble are not one configuration on one fitted bundle."""
 
 
-def seed_runs(folder: str | Path) -> list[Path]:
-    """The run folders ``folder/seed*`` (sorted by seed) that form one seed ensemble.
+def seed_runs(folder: str | Path, seeds: Sequence[int] | None = None) -> list[Path]:
+    """The run folders ``folder/seed*`` (sorted by seed; only ``seeds`` when given) that form
+    one seed ensemble.
 
     Raises :class:`EnsembleError` when there are fewer than two, when their configurations
     differ in anything but the seed and naming (:func:`experiments.ledger.config_hash`), or
@@ -41,6 +42,11 @@ def seed_runs(folder: str | Path) -> list[Path]:
     root = Path(folder)
     runs = sorted((p for p in root.glob("seed*") if (p / "config.json").is_file()),
                   key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else 10**9)
+    if seeds is not None:
+        missing = sorted(set(seeds) - {int(p.name[4:]) for p in runs if p.name[4:].isdigit()})
+        if missing:
+            raise EnsembleError(f"{root}: no finished run for seed(s) {missing}")
+        runs = [p for p in runs if p.name[4:].isdigit() and int(p.name[4:]) in set(seeds)]
     if len(runs) < 2:
         raise EnsembleError(f"{root}: an ensemble needs at least two seed runs (seed*/config.json), found {len(runs)}")
     hashes, fingerprints = set(), set()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +73,15 @@ def format_action_distribution(table: dict[str, dict[str, float]]) -> str:
 
 def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None = None,
                  model_name: str = "best/best_model.zip", write: bool = True,
-                 frame: Any = None, record_test_look: bool = True, ensemble: bool = False) -> dict[str, Any]:
+                 frame: Any = None, record_test_look: bool = True, ensemble: bool = False,
+                 ensemble_seeds: Sequence[int] | None = None) -> dict[str, Any]:
     """Evaluate the run in ``run_dir``; see the module docstring. Returns the report dict.
 
     ``ensemble``: ``run_dir`` is a folder of seed runs (``himari train --seeds`` output or a
     walk-forward fold) and the policy is their :class:`~agents.ensemble.SeedEnsemble` (soft
     vote of each seed's ``model_name``); the report goes to ``run_dir/ensemble`` and its test
-    looks are recorded under that folder with the tag ``seed-ensemble``.
+    looks are recorded under that folder with the tag ``seed-ensemble``. ``ensemble_seeds``:
+    only these seeds' runs vote (default: every ``seed*`` run in the folder).
 
     ``frame`` (a canonical OHLCV frame) gives the run's training bars when they were not
     loaded from ``config.env.data`` (``train(..., frame=...)``, e.g. a walk-forward fold);
@@ -100,7 +103,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
     if ensemble:
         from agents.ensemble import seed_runs
 
-        members = seed_runs(run_dir)
+        members = seed_runs(run_dir, ensemble_seeds)
         output_dir = run_dir / "ensemble"
         output_dir.mkdir(exist_ok=True)
         run_dir = members[0]  # configuration and bundle (the same for every member)

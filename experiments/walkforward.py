@@ -104,8 +104,13 @@ def _fold_config(config: Any, data_path: Path, fold: Fold, *, seed: int, timeste
 
 def run_walkforward(config: Any, *, data: str | None, n_folds: int, seeds: list[int], run_dir: Path,
                     timesteps: int | None = None, end: str | None = DEFAULT_END,
-                    ledger: str | Path | None = None, resume: bool = False) -> dict[str, Any]:
+                    ledger: str | Path | None = None, resume: bool = False,
+                    ensemble: bool = False) -> dict[str, Any]:
     """Train and score every fold x seed; writes the three outputs and returns the JSON.
+
+    ``ensemble``: also score each fold's seed ensemble (:class:`agents.ensemble.SeedEnsemble`,
+    the soft vote of the fold's ``seeds``; report in ``foldK/ensemble``), recorded per fold as
+    ``ensemble`` and aggregated as the policy ``agent (seed ensemble)``, one value per fold.
 
     ``resume``: a fold x seed whose run already finished in ``run_dir`` (its
     ``training_summary.json`` is there) is not trained again but scored again (the same
@@ -117,6 +122,8 @@ def run_walkforward(config: Any, *, data: str | None, n_folds: int, seeds: list[
     from experiments.train import train
     from wrappers.stack import load_frame
 
+    if ensemble and len(seeds) < 2:
+        raise ValueError(f"--ensemble needs at least two seeds per fold, got --seeds {len(seeds)}")
     source = data if data is not None else config.env.data
     frame = load_frame(source, seed=config.env.market_seed)
     folds = walkforward_folds(frame.index, n_folds, end=end)
@@ -153,6 +160,11 @@ def run_walkforward(config: Any, *, data: str | None, n_folds: int, seeds: list[
                                   ("period", "agent", "baselines", "best_baseline", "significance", "actions")}
                            for name in ("val", "test")},
             }
+        if ensemble:
+            report = evaluate_run(fold_dir, split="all", record_test_look=False, ensemble=True, ensemble_seeds=seeds)
+            fold_record["ensemble"] = {"splits": {name: {key: report["splits"][name][key] for key in
+                                                         ("period", "agent", "significance", "actions")}
+                                                  for name in ("val", "test")}}
         document["folds"].append(fold_record)
         (run_dir / "walkforward.json").write_text(json.dumps(document, indent=2, default=float))
     (run_dir / "walkforward.md").write_text(format_walkforward(document))
@@ -201,7 +213,8 @@ def _window_table(document: dict[str, Any], window: str) -> list[str]:
     from experiments.commands._output import format_table
 
     table = aggregate(document, window=window)
-    order = ["agent"] + sorted((p for p in table if p != "agent"), key=lambda p: -table[p]["sharpe"]["median"])
+    first = [p for p in ("agent", ENSEMBLE_POLICY) if p in table]
+    order = first + sorted((p for p in table if p not in first), key=lambda p: -table[p]["sharpe"]["median"])
     rows = []
     for policy in order:
         cells = [policy]
@@ -215,6 +228,10 @@ def _window_table(document: dict[str, Any], window: str) -> list[str]:
             f"Agent PSR vs 0: median {psr['median']:.2f} (min {psr['min']:.2f}, max {psr['max']:.2f}).", ""]
 
 
+#: The walk-forward's name for the per-fold seed ensemble (``--ensemble``).
+ENSEMBLE_POLICY = "agent (seed ensemble)"
+
+
 def _stats(values: list[float]) -> dict[str, float]:
     array = np.asarray(values, dtype=np.float64)
     q25, median, q75 = np.percentile(array, [25, 50, 75])
@@ -226,7 +243,8 @@ def aggregate(document: dict[str, Any], *, window: str = "test") -> dict[str, di
     """``{policy: {metric: {median, iqr, min, max, n}}}`` over folds x seeds for ``window``.
 
     The agent contributes one value per fold and seed; a baseline one per fold (its passes
-    do not depend on the agent's seed, except ``random``: seed 0's)."""
+    do not depend on the agent's seed, except ``random``: seed 0's), and so does the seed
+    ensemble when the folds were scored with it."""
     values: dict[str, dict[str, list[float]]] = {}
     for fold in document["folds"]:
         seeds = list(fold["seeds"].values())
@@ -239,6 +257,10 @@ def aggregate(document: dict[str, Any], *, window: str = "test") -> dict[str, di
         for name, metrics in seeds[0]["splits"][window]["baselines"].items():
             for metric in SUMMARY_METRICS:
                 values.setdefault(name, {}).setdefault(metric, []).append(float(metrics[metric]))
+        if "ensemble" in fold:
+            metrics = fold["ensemble"]["splits"][window]["agent"]
+            for metric in SUMMARY_METRICS:
+                values.setdefault(ENSEMBLE_POLICY, {}).setdefault(metric, []).append(float(metrics[metric]))
     return {policy: {metric: _stats(v) for metric, v in metrics.items()} for policy, metrics in values.items()}
 
 
@@ -277,6 +299,9 @@ def plot_walkforward(document: dict[str, Any], path: Path,
         sharpes = [seed["splits"]["test"]["agent"]["sharpe"] for seed in fold["seeds"].values()]
         ax.scatter([fold["fold"]] * len(sharpes), sharpes, color="#1f77b4", zorder=3,
                    label="agent (one point per seed)" if fold["fold"] == folds[0] else None)
+        if "ensemble" in fold:
+            ax.scatter([fold["fold"]], [fold["ensemble"]["splits"]["test"]["agent"]["sharpe"]], color="#d62728",
+                       marker="D", zorder=4, label="seed ensemble" if fold["fold"] == folds[0] else None)
     palette = ("black", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2")
     for name, color in zip(baselines, palette):
         ys = [next(iter(fold["seeds"].values()))["splits"]["test"]["baselines"].get(name, {}).get("sharpe", np.nan)

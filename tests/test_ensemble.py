@@ -90,6 +90,9 @@ def test_a_tie_goes_to_hold(seeds_dir):
 
 def test_members_must_be_one_configuration_on_one_bundle(seeds_dir, tmp_path):
     assert [p.name for p in seed_runs(seeds_dir)] == ["seed0", "seed1", "seed2"]
+    assert [p.name for p in seed_runs(seeds_dir, [2, 0])] == ["seed0", "seed2"]
+    with pytest.raises(EnsembleError, match=r"no finished run for seed\(s\) \[5\]"):
+        seed_runs(seeds_dir, [0, 5])
     lone = tmp_path / "lone"
     shutil.copytree(seeds_dir / "seed0", lone / "seed0")
     with pytest.raises(EnsembleError, match="at least two seed runs"):

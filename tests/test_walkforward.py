@@ -8,6 +8,7 @@ import itertools
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -59,7 +60,7 @@ def test_walkforward_end_to_end_on_a_small_market(tmp_path: Path, monkeypatch: p
     frame.to_parquet(data)
     ledger = tmp_path / "ledger.jsonl"
     document = run_walkforward(_tiny_config(data), data=str(data), n_folds=2, seeds=[0, 1], run_dir=tmp_path / "wf",
-                               end=None, ledger=ledger)
+                               end=None, ledger=ledger, ensemble=True)
     saved = json.loads((tmp_path / "wf" / "walkforward.json").read_text())
     assert len(saved["folds"]) == 2 and all(set(f["seeds"]) == {"0", "1"} for f in saved["folds"])
     for fold in saved["folds"]:
@@ -72,7 +73,20 @@ def test_walkforward_end_to_end_on_a_small_market(tmp_path: Path, monkeypatch: p
                     "vol_target_bh", "flat", "random"} <= set(test["baselines"])
             assert {"psr_vs_zero", "dsr", "bootstrap_pvalue_vs_best_baseline"} <= set(test["significance"])
     entries = read_ledger(ledger)
-    assert len(entries) == 4 and {e["fold"] for e in entries} == {0, 1}
+    assert len(entries) == 4 and {e["fold"] for e in entries} == {0, 1}  # the ensembles add no line
+    for fold in saved["folds"]:  # each fold's seed ensemble, scored on the same windows
+        fold_dir = tmp_path / "wf" / f"fold{fold['fold']}"
+        assert fold["ensemble"]["splits"]["test"]["period"] == fold["seeds"]["0"]["splits"]["test"]["period"]
+        assert (fold_dir / "ensemble" / "report.json").is_file()
+        assert json.loads((fold_dir / "ensemble" / "report.json").read_text())["model"].count("best_model.zip") == 2
+    ensemble_row = aggregate(saved)["agent (seed ensemble)"]["sharpe"]
+    assert ensemble_row["n"] == 2
+    assert ensemble_row["median"] == pytest.approx(
+        float(np.median([f["ensemble"]["splits"]["test"]["agent"]["sharpe"] for f in saved["folds"]])))
+    assert "| agent (seed ensemble) |" in (tmp_path / "wf" / "walkforward.md").read_text()
+    with pytest.raises(ValueError, match="--ensemble needs at least two seeds"):
+        run_walkforward(_tiny_config(data), data=str(data), n_folds=2, seeds=[0], run_dir=tmp_path / "wf1",
+                        end=None, ledger=ledger, ensemble=True)
 
     # --resume adds a seed: the finished runs are scored again, not retrained.
     import experiments.train

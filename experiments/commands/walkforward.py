@@ -28,6 +28,9 @@ def register(root: argparse._SubParsersAction, groups: dict[str, argparse._SubPa
     parser.add_argument("--resume", action="store_true",
                         help="reuse the fold x seed runs already finished in --run-dir (same settings required; "
                         "they are scored again, not retrained) and train the rest")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="also score each fold's seed ensemble (the soft vote of its seeds; needs --seeds >= 2), "
+                             "reported as the policy 'agent (seed ensemble)', one value per fold")
     parser.add_argument("--json", action="store_true", help="print walkforward.json instead of walkforward.md")
     parser.set_defaults(func=_run)
 
@@ -45,6 +48,6 @@ def _run(args: argparse.Namespace) -> int:
     document = run_walkforward(load_config(config_path), data=args.data, n_folds=args.folds,
                                seeds=list(range(args.seeds)), run_dir=Path(args.run_dir), timesteps=args.timesteps,
                                end=None if str(args.end).lower() == "none" else args.end, ledger=args.ledger,
-                               resume=args.resume)
+                               resume=args.resume, ensemble=args.ensemble)
     print(json.dumps(document, indent=2, default=float) if args.json else format_walkforward(document))
     return 0

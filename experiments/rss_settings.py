@@ -63,7 +63,7 @@ class Candidate:
 
 def default_candidates() -> list[Candidate]:
     """Brake x multipliers x band (24 candidates); the design log's settings come first."""
-    return [Candidate(f"brake {b} | regime {m} | band {band}",
+    return [Candidate(f"brake {b}; regime {m}; band {band}",
                       RiskSettings(drawdown_brake=brake, regime_multipliers=mult, rebalance_band=band))
             for (b, brake), (m, mult), band in itertools.product(BRAKE_GRID.items(), MULTIPLIER_GRID.items(),
                                                                  BAND_GRID)]

@@ -40,7 +40,9 @@ def seed_runs(folder: str | Path, seeds: Sequence[int] | None = None) -> list[Pa
     from himari_env.artifacts import RunArtifacts
 
     root = Path(folder)
-    runs = sorted((p for p in root.glob("seed*") if (p / "config.json").is_file()),
+    # A run is finished when train wrote its summary (the marker walkforward --resume uses too):
+    # a run that stopped after a validation pass has a best model but must not vote.
+    runs = sorted((p for p in root.glob("seed*") if (p / "training_summary.json").is_file()),
                   key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else 10**9)
     if seeds is not None:
         missing = sorted(set(seeds) - {int(p.name[4:]) for p in runs if p.name[4:].isdigit()})
@@ -48,7 +50,8 @@ def seed_runs(folder: str | Path, seeds: Sequence[int] | None = None) -> list[Pa
             raise EnsembleError(f"{root}: no finished run for seed(s) {missing}")
         runs = [p for p in runs if p.name[4:].isdigit() and int(p.name[4:]) in set(seeds)]
     if len(runs) < 2:
-        raise EnsembleError(f"{root}: an ensemble needs at least two seed runs (seed*/config.json), found {len(runs)}")
+        raise EnsembleError(f"{root}: an ensemble needs at least two finished seed runs "
+                            f"(seed*/training_summary.json), found {len(runs)}")
     hashes, fingerprints = set(), set()
     for run in runs:
         config = ExperimentConfig.from_dict(json.loads((run / "config.json").read_text()),
@@ -81,6 +84,10 @@ class SeedEnsemble:
         if len(spaces) > 1:
             raise EnsembleError(f"ensemble members have different spaces: {sorted(spaces)}")
         self.models = list(models)
+        for model in self.models:
+            # SB3 switches to eval mode only inside policy.predict; the vote reads the
+            # distribution directly, so dropout (extractor.dropout > 0) must be off here.
+            model.policy.set_training_mode(False)
 
     def action_probabilities(self, observation: Any) -> np.ndarray:
         """Mean action probabilities over the members, float64 ``(n_actions,)`` for one

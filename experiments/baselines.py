@@ -30,7 +30,7 @@ action set (long when it is long, else flat). No oracle counts as a baseline to 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,9 @@ import pandas as pd
 from himari_env.constants import BARS_PER_YEAR
 from himari_env.metrics import performance_summary
 from himari_env.rules import momentum_directions, regime_gated_directions
+
+if TYPE_CHECKING:
+    from agents.config import RiskSettings
 
 MOMENTUM_LOOKBACKS = (24, 168, 720)
 MA_FAST_BARS, MA_SLOW_BARS = 20 * 24, 50 * 24
@@ -293,7 +296,7 @@ def best_baseline(summaries: dict[str, dict[str, dict[str, Any]]], *, metric: st
 
 
 def baseline_table(data: Any, *, split: str = "val", seed: int = 0, fee_rate: float = 0.001,
-                   max_leverage: float = 1.0, risk_settings: Any | None = None) -> dict[str, Any]:
+                   max_leverage: float = 1.0, risk_settings: RiskSettings | None = None) -> dict[str, Any]:
     """Every baseline on ``split`` of ``data`` (``"synthetic"``, ``"planted"``, a path or a
     frame), raw and through the RSS layer calibrated on its train split; JSON-ready.
 

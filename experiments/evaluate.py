@@ -105,7 +105,6 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
 
         members = seed_runs(run_dir, ensemble_seeds)
         output_dir = run_dir / "ensemble"
-        output_dir.mkdir(exist_ok=True)
         run_dir = members[0]  # configuration and bundle (the same for every member)
     if not (run_dir / "config.json").is_file():
         what = "no such folder" if not run_dir.exists() else "no config.json in it"
@@ -166,6 +165,10 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
         from agents.ensemble import SeedEnsemble
 
         paths = [model_path] + [_model_file(member, model_name) for member in members[1:]]
+        if len({path.name for path in paths}) > 1:
+            raise ValueError(f"the seed runs of {output_dir.parent} resolve to different models "
+                             f"({', '.join(str(p) for p in paths)}): an ensemble votes with one kind of model; "
+                             "pass --model FILE that every seed has")
         model = SeedEnsemble([model] + [load_ppo(path, probe, config, seed=config.train.seed) for path in paths[1:]])
         model_label = f"seed ensemble (soft vote) of {', '.join(str(p) for p in paths)}"
 
@@ -237,6 +240,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
     report["ledger"] = {"path": str(ledger_file), "trials": len(trial_sharpes)}
     report["hold_table"] = hold_table(report)
     if write:
+        output_dir.mkdir(exist_ok=True)
         write_report(output_dir, report, curves, passes)
     return report
 

@@ -147,7 +147,7 @@ def run_walkforward(config: Any, *, data: str | None, n_folds: int, seeds: list[
                 recorded = json.loads((seed_dir / "config.json").read_text())
                 if not same_training_settings(recorded, fold_config.to_dict()):
                     raise ValueError(f"--resume: {seed_dir} was trained with other settings than {config.name!r} "
-                                     "(env, extractor, ppo or seed/steps differ); use another --run-dir")
+                                     "(env, extractor, ppo, risk or seed/steps differ); use another --run-dir")
                 summary = json.loads(summary_path.read_text())
             else:
                 summary = train(fold_config, run_dir=seed_dir, fold=fold.index, tag="walkforward", ledger=ledger,

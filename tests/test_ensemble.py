@@ -77,6 +77,26 @@ def test_the_vote_is_the_argmax_of_the_members_mean_probabilities(seeds_dir):
         ensemble.predict(observation, deterministic=False)
 
 
+def test_the_vote_is_deterministic_with_dropout_in_the_extractor():
+    import dataclasses
+
+    from agents.ppo import build_ppo
+    from tests.test_extractor import TinyRegimeEnv, tiny_config
+
+    config = tiny_config()
+    config = dataclasses.replace(config, extractor=dataclasses.replace(config.extractor, dropout=0.5))
+    env = DummyVecEnv([TinyRegimeEnv])
+    models = [build_ppo(env, config, tensorboard_log=None, seed=seed) for seed in (0, 1)]
+    assert all(model.policy.training for model in models)  # as SB3 builds (and load_ppo loads) them
+    ensemble = SeedEnsemble(models)
+    observation, _ = TinyRegimeEnv().reset(seed=0)
+    first = ensemble.action_probabilities(observation)
+    for _ in range(5):
+        np.testing.assert_array_equal(ensemble.action_probabilities(observation), first)
+    alone = SeedEnsemble(models[:1])
+    assert alone.predict(observation)[0] == int(models[0].predict(observation, deterministic=True)[0])
+
+
 def test_a_tie_goes_to_hold(seeds_dir):
     models, make_env = _members(seeds_dir)
     with torch.no_grad():
@@ -95,7 +115,7 @@ def test_members_must_be_one_configuration_on_one_bundle(seeds_dir, tmp_path):
         seed_runs(seeds_dir, [0, 5])
     lone = tmp_path / "lone"
     shutil.copytree(seeds_dir / "seed0", lone / "seed0")
-    with pytest.raises(EnsembleError, match="at least two seed runs"):
+    with pytest.raises(EnsembleError, match="at least two finished seed runs"):
         seed_runs(lone)
     mixed = tmp_path / "mixed"
     shutil.copytree(seeds_dir / "seed0", mixed / "seed0")
@@ -105,6 +125,22 @@ def test_members_must_be_one_configuration_on_one_bundle(seeds_dir, tmp_path):
     (mixed / "seed1" / "config.json").write_text(json.dumps(config))
     with pytest.raises(EnsembleError, match="differ in configuration"):
         seed_runs(mixed)
+    unfinished = tmp_path / "unfinished"
+    for seed in ("seed0", "seed1", "seed2"):
+        shutil.copytree(seeds_dir / seed, unfinished / seed)
+    (unfinished / "seed2" / "training_summary.json").unlink()  # stopped after a validation pass
+    assert [p.name for p in seed_runs(unfinished)] == ["seed0", "seed1"]
+    with pytest.raises(EnsembleError, match=r"no finished run for seed\(s\) \[2\]"):
+        seed_runs(unfinished, [0, 2])
+    refitted = tmp_path / "refitted"
+    shutil.copytree(seeds_dir / "seed0", refitted / "seed0")
+    shutil.copytree(seeds_dir / "seed1", refitted / "seed1")
+    risk_file = refitted / "seed1" / "artifacts" / "risk_config.json"
+    risk = json.loads(risk_file.read_text())
+    risk["vol_target"]["target_vol"] *= 1.5  # a bundle fitted on other data
+    risk_file.write_text(json.dumps(risk))
+    with pytest.raises(EnsembleError, match="fitted on different data or code"):
+        seed_runs(refitted)
 
 
 def test_the_ensemble_is_evaluated_like_a_run_and_its_test_look_is_recorded(seeds_dir):
@@ -120,5 +156,12 @@ def test_the_ensemble_is_evaluated_like_a_run_and_its_test_look_is_recorded(seed
     ledger = Path(json.loads((seeds_dir / "seed0" / "training_summary.json").read_text())["ledger"])
     looks = [e for e in read_ledger(ledger) if e["kind"] == "test_look" and e["run_dir"] == str(out)]
     assert len(looks) == 1 and looks[0]["tag"] == "seed-ensemble" and looks[0]["split"] == "test"
+    from experiments.evaluate import run_pass
+
+    models, make_env = _members(seeds_dir)
+    ensemble = SeedEnsemble(models)
+    replay = run_pass(make_env(), lambda observation, bar: ensemble.predict(observation)[0], seed=0)
+    np.testing.assert_array_equal(np.load(out / "equity_test.npz")["actions"], replay.actions)
+    np.testing.assert_array_equal(np.load(out / "equity_test.npz")["agent_equity"], replay.equity)
     for seed, before in members_before.items():
         assert (seeds_dir / seed / "report.json").read_bytes() == before  # the members' reports are left alone

@@ -315,3 +315,22 @@ def test_a_sizer_run_on_an_l2_run_trains_on_its_bundle_and_refuses_another(l2_ru
     bundle.save(other)
     with pytest.raises(ValueError, match="not the run bundle of the L2 run"):
         make_himari_sizer_env(str(data_path), direction_source="l2_run", l2_run=run_dir, artifacts=other)
+
+
+def test_a_sizer_run_on_an_l2_run_refuses_a_risk_section_the_l2_bundle_does_not_have(l2_run, tmp_path):
+    import dataclasses
+
+    from agents.config import RiskSettings, load_config
+    from experiments.train import train
+    from himari_env.risk.regime_multipliers import RegimeMultipliers
+    from tests.conftest import REPO_ROOT
+
+    data_path, run_dir = l2_run
+    config = load_config(REPO_ROOT / "experiments" / "configs" / "sizer-cpu-small.yaml")
+    config = dataclasses.replace(
+        config, env=dataclasses.replace(config.env, data=str(data_path), episode_length=64),
+        sizer=dataclasses.replace(config.sizer, direction_source="l2_run", l2_run=str(run_dir)),
+        train=dataclasses.replace(config.train, total_timesteps=64, eval_freq=0, checkpoint_freq=0, verbose=0),
+        risk=RiskSettings(regime_multipliers=RegimeMultipliers(crisis=0.5)))
+    with pytest.raises(ValueError, match="risk section differs from the RSS settings of the L2 run"):
+        train(config, run_dir=tmp_path / "sizer")

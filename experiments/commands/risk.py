@@ -246,7 +246,7 @@ def run_rss_settings_from_args(args: argparse.Namespace) -> int:
     if args.folds < 1:
         raise SystemExit(f"himari calibrate rss-settings: --folds must be >= 1, got {args.folds}")
     frame = load_frame(str(args.data))
-    report = score_rss_settings(frame, n_folds=args.folds, end=None if args.end == "none" else args.end,
+    report = score_rss_settings(frame, n_folds=args.folds, end=None if str(args.end).lower() == "none" else args.end,
                                 fee_rate=args.fee_rate)
     print(to_json(report) if args.json else rss_settings_table(report, top=args.top))
     return 0

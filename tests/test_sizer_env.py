@@ -290,22 +290,28 @@ def test_an_l2_run_source_with_delta_zero_replays_the_l2_agents_own_pass(l2_run)
     assert np.count_nonzero(l2_pass.actions) > 0  # the L2 policy trades: the positions compared are sized
 
 
-def test_a_sizer_run_on_an_l2_run_trains_on_its_bundle_and_refuses_another(l2_run, tmp_path):
+def _sizer_on_l2_run(data_path, run_dir):
+    """The sizer preset on the L2 run's data and bundle, at test size (64 steps)."""
     import dataclasses
 
     from agents.config import load_config
-    from experiments.train import train
-    from himari_env.artifacts import RunArtifacts
     from tests.conftest import REPO_ROOT
 
-    data_path, run_dir = l2_run
     config = load_config(REPO_ROOT / "experiments" / "configs" / "sizer-cpu-small.yaml")
-    config = dataclasses.replace(
+    return dataclasses.replace(
         config, env=dataclasses.replace(config.env, data=str(data_path), episode_length=64),
         sizer=dataclasses.replace(config.sizer, direction_source="l2_run", l2_run=str(run_dir)),
         ppo=dataclasses.replace(config.ppo, n_steps=32, batch_size=32, n_epochs=1),
         train=dataclasses.replace(config.train, total_timesteps=64, eval_freq=0, checkpoint_freq=0, verbose=0))
-    summary = train(config, run_dir=tmp_path / "sizer")
+
+
+def test_a_sizer_run_on_an_l2_run_trains_on_its_bundle_and_refuses_another(l2_run, tmp_path):
+
+    from experiments.train import train
+    from himari_env.artifacts import RunArtifacts
+
+    data_path, run_dir = l2_run
+    summary = train(_sizer_on_l2_run(data_path, run_dir), run_dir=tmp_path / "sizer")
     assert summary["timesteps"] == 64
     assert RunArtifacts.load(tmp_path / "sizer").fingerprint() == RunArtifacts.load(run_dir).fingerprint()
     other = tmp_path / "other-bundle"
@@ -320,17 +326,12 @@ def test_a_sizer_run_on_an_l2_run_trains_on_its_bundle_and_refuses_another(l2_ru
 def test_a_sizer_run_on_an_l2_run_refuses_a_risk_section_the_l2_bundle_does_not_have(l2_run, tmp_path):
     import dataclasses
 
-    from agents.config import RiskSettings, load_config
+    from agents.config import RiskSettings
     from experiments.train import train
     from himari_env.risk.regime_multipliers import RegimeMultipliers
-    from tests.conftest import REPO_ROOT
 
     data_path, run_dir = l2_run
-    config = load_config(REPO_ROOT / "experiments" / "configs" / "sizer-cpu-small.yaml")
-    config = dataclasses.replace(
-        config, env=dataclasses.replace(config.env, data=str(data_path), episode_length=64),
-        sizer=dataclasses.replace(config.sizer, direction_source="l2_run", l2_run=str(run_dir)),
-        train=dataclasses.replace(config.train, total_timesteps=64, eval_freq=0, checkpoint_freq=0, verbose=0),
-        risk=RiskSettings(regime_multipliers=RegimeMultipliers(crisis=0.5)))
+    config = dataclasses.replace(_sizer_on_l2_run(data_path, run_dir),
+                                 risk=RiskSettings(regime_multipliers=RegimeMultipliers(crisis=0.5)))
     with pytest.raises(ValueError, match="risk section differs from the RSS settings of the L2 run"):
         train(config, run_dir=tmp_path / "sizer")

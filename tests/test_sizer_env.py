@@ -306,7 +306,6 @@ def _sizer_on_l2_run(data_path, run_dir):
 
 
 def test_a_sizer_run_on_an_l2_run_trains_on_its_bundle_and_refuses_another(l2_run, tmp_path):
-
     from experiments.train import train
     from himari_env.artifacts import RunArtifacts
 

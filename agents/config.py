@@ -431,8 +431,19 @@ class RiskSettings:
 
     def risk_config(self) -> RiskConfig:
         """The uncalibrated :class:`RiskConfig` these settings describe (calibrate it on train)."""
-        return RiskConfig(drawdown_brake=self.drawdown_brake, regime_multipliers=self.regime_multipliers,
-                          rebalance_band=self.rebalance_band)
+        return self.applied_to(RiskConfig())
+
+    def applied_to(self, config: RiskConfig) -> RiskConfig:
+        """``config`` with these settings; its fitted parts are kept (the calibration reads none
+        of these settings, so one fit serves every choice of them)."""
+        return config.replace(drawdown_brake=self.drawdown_brake, regime_multipliers=self.regime_multipliers,
+                              rebalance_band=self.rebalance_band)
+
+    @classmethod
+    def of(cls, config: RiskConfig) -> RiskSettings:
+        """The settings of ``config`` (calibrated or not)."""
+        return cls(drawdown_brake=config.drawdown_brake, regime_multipliers=config.regime_multipliers,
+                   rebalance_band=config.rebalance_band)
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,7 @@ def score_rss_settings(frame: pd.DataFrame, *, n_folds: int = 4, end: str | None
     from himari_env.pipeline import PipelineConfig, prepare_market
     from himari_env.risk.backtest import run_backtest
     from himari_env.risk.calibration import calibrate_risk
+    from himari_env.risk.engine import RiskEngine
 
     grid = list(candidates) if candidates is not None else default_candidates()
     if not grid:
@@ -114,8 +115,11 @@ def score_rss_settings(frame: pd.DataFrame, *, n_folds: int = 4, end: str | None
         market = prepared.market
         train = market.splits["train"]
         regimes = prepared.regime_ids["rules"]
-        calibrated = [calibrate_risk(market.returns[train], config=c.settings.risk_config(),
-                                     gap_before=market.gap_before[train]) for c in grid]
+        # One fit and one engine per fold: the candidates differ only in settings the
+        # calibration does not read and the engine's precomputed arrays do not depend on.
+        fitted = calibrate_risk(market.returns[train], gap_before=market.gap_before[train])
+        engine = RiskEngine(fitted, np.asarray(market.returns, dtype=np.float64), max_leverage=max_leverage)
+        engines = [engine.reconfigured(c.settings.applied_to(fitted)) for c in grid]
         directions = {r: _rule_directions(market.close, lb) for r, lb in REFERENCE_RULES.items()}
         for split in ("val", "test"):
             window = market.splits[split]
@@ -129,9 +133,10 @@ def score_rss_settings(frame: pd.DataFrame, *, n_folds: int = 4, end: str | None
                                                 config=None, fee_rate=fee_rate, max_leverage=max_leverage))
                 raw[rule]["sharpe"].append(unsized["sharpe"])
                 raw[rule]["max_drawdown"].append(unsized["max_drawdown"])
-                for index, config in enumerate(calibrated):
+                for index, candidate_engine in enumerate(engines):
                     sized = _summary(run_backtest(market.returns, dirs, regimes, start=window.start, stop=stop,
-                                                  config=config, fee_rate=fee_rate, max_leverage=max_leverage))
+                                                  config=None, fee_rate=fee_rate, max_leverage=max_leverage,
+                                                  engine=candidate_engine))
                     per_candidate[index][rule]["sharpe"].append(sized["sharpe"])
                     per_candidate[index][rule]["max_drawdown"].append(sized["max_drawdown"])
     rows = []

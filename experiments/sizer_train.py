@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agents.config import ExperimentConfig
+from agents.config import ExperimentConfig, RiskSettings
 
 
 def sizer_env_factory(env_kwargs: dict[str, Any], data: Any, artifacts_dir: str) -> Any:
@@ -68,13 +68,9 @@ def train_sizer(config: ExperimentConfig, *, run_dir: Path, resume: bool = False
         if frame_digest(frame) != bundle.data_hash:
             raise ValueError(f"the data {config.env.data} are not those the run bundle was fitted on "
                              f"(data hash {frame_digest(frame)}, bundle {bundle.data_hash})")
-        if not resume and bundle.risk_config is not None:
-            wanted = config.risk.risk_config()
-            fitted = bundle.risk_config
-            if (wanted.drawdown_brake, wanted.regime_multipliers, wanted.rebalance_band) != (
-                    fitted.drawdown_brake, fitted.regime_multipliers, fitted.rebalance_band):
-                raise ValueError(f"the risk section differs from the RSS settings of the L2 run {sizer.l2_run} whose "
-                                 "bundle the sizer uses; drop the risk section or copy the L2 run's settings")
+        if not resume and bundle.risk_config is not None and RiskSettings.of(bundle.risk_config) != config.risk:
+            raise ValueError(f"the risk section differs from the RSS settings of the L2 run {sizer.l2_run} whose "
+                             "bundle the sizer uses; drop the risk section or copy the L2 run's settings")
         prepared = prepare_market(frame, artifacts=bundle)
         if not resume:
             bundle.save(artifacts_dir)

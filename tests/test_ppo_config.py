@@ -129,6 +129,10 @@ def test_the_risk_section_is_read_strictly_and_reaches_the_risk_config(tmp_path:
     assert risk.regime_multipliers.as_tuple() == (1.0, 1.2, 0.6, 0.5)
     assert risk.rebalance_band == 0.4 and not risk.is_calibrated
     assert ExperimentConfig.from_dict(config.to_dict()) == config
+    assert RiskSettings.of(risk) == config.risk
+    fitted = RiskConfig().replace(rebalance_band=0.1, fitted_on={"n_returns": 10})
+    applied = config.risk.applied_to(fitted)
+    assert applied.fitted_on == {"n_returns": 10} and RiskSettings.of(applied) == config.risk
     with pytest.raises(ConfigError, match=r"risk\.drawdown_brake.*thresholds must increase"):
         ExperimentConfig.from_dict({"risk": {"drawdown_brake": {"thresholds": [0.2, 0.1], "reductions": [0.5, 0.9]}}})
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['risk\.target_vol'\]"):

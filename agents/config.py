@@ -44,10 +44,13 @@ import yaml
 
 from himari_env.config_codec import decode_dataclass, encode_dataclass
 from himari_env.constants import DEFAULT_FEE_RATE, MAX_FEE_RATE, REGIME_SOURCES, REWARD_PRESETS
+from himari_env.features.technical import FEATURE_SETS
 from himari_env.risk.config import RiskConfig
 from himari_env.risk.drawdown_brake import DrawdownBrakeParams
 from himari_env.risk.regime_multipliers import RegimeMultipliers
 from wrappers.action_sets import ACTION_SETS
+
+FEATURE_SET_NAMES = tuple(FEATURE_SETS)
 
 __all__ = [
     "REGIME_SOURCES",
@@ -101,7 +104,8 @@ class EnvConfig:
     ``data`` is ``"synthetic"`` or a path to an OHLCV file. ``market_seed`` seeds the
     synthetic market (passed as the env's ``seed`` keyword): it is the same for every
     vectorized copy and for the validation env, so all of them see one market.
-    ``episode_length`` is in bars (None: one full pass over the split).
+    ``episode_length`` is in bars (None: one full pass over the split). ``feature_set``
+    names the technical features the run's pipeline fits (``standard`` or ``long_horizon``).
     """
 
     data: str = "synthetic"
@@ -116,6 +120,7 @@ class EnvConfig:
     market_seed: int = 0
     decision_interval: int = 1
     action_set: str = "long_short"
+    feature_set: str = "standard"
     split_fractions: tuple[float, ...] = (0.6, 0.2, 0.2)
 
     def __post_init__(self) -> None:
@@ -127,6 +132,7 @@ class EnvConfig:
                  f"must be >= 1 bar per decision, got {self.decision_interval}")
         _one_of(self.split, SPLITS, "env.split")
         _one_of(self.action_set, ACTION_SETS, "env.action_set")
+        _one_of(self.feature_set, FEATURE_SET_NAMES, "env.feature_set")
         _require(self.context >= 1, "env.context", f"must be >= 1 bar, got {self.context}")
         _one_of(self.reward, REWARD_PRESETS, "env.reward")
         _one_of(self.regime_source, REGIME_SOURCES, "env.regime_source")
@@ -160,6 +166,7 @@ class EnvConfig:
             "seed": self.market_seed,
             "decision_interval": self.decision_interval,
             "action_set": self.action_set,
+            "feature_set": self.feature_set,
         }
         unknown = sorted(set(overrides) - set(kwargs))
         if unknown:

@@ -67,6 +67,10 @@ def config_hash(config: Mapping[str, Any]) -> str:
         # the design log's RSS settings: hashed as before the ``risk`` section existed, so
         # earlier ledger lines and run folders keep their configuration identity
         document.pop("risk")
+    env = document.get("env")
+    if isinstance(env, dict) and env.get("feature_set") == "standard":
+        # the same for the default feature set (added after the first ledger lines)
+        document["env"] = {key: value for key, value in env.items() if key != "feature_set"}
     text = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -79,7 +79,7 @@ def train_sizer(config: ExperimentConfig, *, run_dir: Path, resume: bool = False
         reward = RewardConfig(preset=config.env.reward)
         bundle, prepared = build_run_artifacts(
             frame,
-            pipeline_config=PipelineConfig(fit_hmm=config.env.regime_source == "hmm",
+            pipeline_config=PipelineConfig(fit_hmm=config.env.regime_source == "hmm", feature_set=config.env.feature_set,
                                            split_fractions=_three(config.env.split_fractions)),
             risk=True, risk_config=config.risk.risk_config(), reward_windows=(reward.sigma_window, reward.e_window),
             source=str(config.env.data))

@@ -226,7 +226,7 @@ def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, over
         reward = RewardConfig(preset=config.env.reward)
         bundle, prepared = build_run_artifacts(
             frame,
-            pipeline_config=PipelineConfig(fit_hmm=config.env.regime_source == "hmm",
+            pipeline_config=PipelineConfig(fit_hmm=config.env.regime_source == "hmm", feature_set=config.env.feature_set,
                                            split_fractions=_three(config.env.split_fractions)),
             risk=config.env.risk,
             risk_config=config.risk.risk_config(),

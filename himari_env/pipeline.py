@@ -3,7 +3,7 @@
 :func:`prepare_market` runs the whole causal pipeline once over the full series:
 
 1. the data layer's gap mask (no return silently spans a gap),
-2. the 44 technical features, standardized with mean/std fitted on the **train** rows
+2. the technical features (the 44 of the standard set, or the 50 of ``long_horizon``), standardized with mean/std fitted on the **train** rows
    (:func:`fit_scaler`),
 3. the EKF denoiser over each standardized feature (filtering only),
 4. the six rolling percentile regime features,
@@ -37,7 +37,7 @@ from himari_env.config_codec import decode_dataclass
 from himari_env.data import chronological_splits, gap_mask, validate_ohlcv
 from himari_env.features.ekf import EKFConfig, ekf_filter
 from himari_env.features.percentiles import regime_percentile_features
-from himari_env.features.technical import compute_technical_features
+from himari_env.features.technical import FEATURE_SETS, compute_technical_features
 from himari_env.market import MarketData, returns_from_close
 from himari_env.provenance import code_version, frame_digest
 from himari_env.regimes.labeler import LabelerConfig, label_regimes
@@ -65,6 +65,10 @@ class PipelineConfig:
         Fit the Student-t HMM (needed for ``regime_source="hmm"``).
     split_fractions : tuple of float
         Train/val/test fractions of the decision bars.
+    feature_set : str
+        ``"standard"`` (44 technical features, horizons up to 168 bars) or ``"long_horizon"``
+        (plus 6 features over 336-720 bars; :data:`~himari_env.features.technical.FEATURE_SETS`).
+        Its 720-bar windows fit inside the default 720-bar warm-up.
     """
 
     warmup_bars: int = 720
@@ -73,9 +77,22 @@ class PipelineConfig:
     measurement_noise: float = 0.1
     fit_hmm: bool = False
     split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    feature_set: str = "standard"
+
+    def __post_init__(self) -> None:
+        if self.feature_set not in FEATURE_SETS:
+            raise ValueError(f"pipeline.feature_set must be one of {sorted(FEATURE_SETS)}, got {self.feature_set!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def identity_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without a default ``feature_set``: the fitted state's identity, so
+        bundles fitted before the option existed keep their fingerprints."""
+        values = self.to_dict()
+        if values["feature_set"] == "standard":
+            del values["feature_set"]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PipelineConfig:
@@ -90,7 +107,7 @@ class FittedPipeline:
     Attributes
     ----------
     config : the pipeline settings it was fitted with.
-    feature_names : names of the 44 technical features (F,).
+    feature_names : names of the technical features (F,: 44 standard, 50 long_horizon).
     feature_mean, feature_std : float64 (F,), the train-split scaler.
     hmm : the Student-t HMM fitted on train, or None (``regime_source="rules"`` only).
     train_period : first and last timestamp of the train rows.
@@ -150,7 +167,7 @@ class FittedPipeline:
     def fingerprint(self) -> str:
         """SHA-256 (first 20 hex digits) of the fitted content (settings, scaler, labeler, HMM)."""
         digest = hashlib.sha256()
-        digest.update(json.dumps([self.config.to_dict(), list(self.feature_names), self.labeler.to_dict()],
+        digest.update(json.dumps([self.config.identity_dict(), list(self.feature_names), self.labeler.to_dict()],
                                  sort_keys=True).encode())
         for array in (self.feature_mean, self.feature_std):
             digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
@@ -335,7 +352,7 @@ def prepare_market(
 def _compute_arrays(frame: pd.DataFrame, config: PipelineConfig, splits: dict[str, slice],
                     pipeline: FittedPipeline | None, labeler: LabelerConfig) -> dict[str, np.ndarray]:
     gaps = gap_mask(frame.index)
-    technical = compute_technical_features(frame, gap_mask=gaps)
+    technical = compute_technical_features(frame, gap_mask=gaps, feature_set=config.feature_set)
     values = technical.values
     if pipeline is None:
         train = splits["train"]

@@ -24,6 +24,7 @@ import pandas as pd
 from himari_env.artifacts import RunArtifacts
 from himari_env.constants import DEFAULT_FEE_RATE
 from himari_env.env import HimariBTCEnv
+from himari_env.features.technical import FEATURE_SETS
 from himari_env.pipeline import PipelineConfig, PreparedMarket, prepare_market
 from wrappers.action_sets import ACTION_SETS, LongFlatActions
 from wrappers.actions import DiscreteDirection
@@ -135,6 +136,7 @@ def make_himari_env(
     render_mode: str | None = None,
     decision_interval: int = 1,
     action_set: str = "long_short",
+    feature_set: str = "standard",
     info_level: str = "full",
     pipeline: Any = None,
 ) -> gym.Env:
@@ -169,6 +171,10 @@ def make_himari_env(
         sums their rewards; the market, fee and risk layer still step every bar.
     action_set : ``"long_short"`` (Discrete(3) HOLD/LONG/SHORT) or ``"long_flat"`` (Discrete(2)
         HOLD/LONG, the spot trader's set; see :mod:`wrappers.action_sets`).
+    feature_set : technical features fitted when the market is prepared here: ``"standard"``
+        (44, horizons up to 168 bars; with a run bundle or a prepared market, whatever they
+        hold) or ``"long_horizon"`` (50: plus 336- and 720-bar returns, 720-bar volatility,
+        EMA distance and drawdown); a bundle or prepared market with another set raises.
     info_level : ``"full"`` (default: every info key) or ``"training"``: the RSS layer adds
         only ``info["action"]`` (no ``risk``, ``risk_binding``, ``risk_rebalanced``,
         ``risk_state``), which is all the training callbacks read; observations, rewards and
@@ -184,6 +190,8 @@ def make_himari_env(
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if action_set not in ACTION_SETS:
         raise ValueError(f"action_set must be one of {ACTION_SETS}, got {action_set!r}")
+    if feature_set not in FEATURE_SETS:
+        raise ValueError(f"feature_set must be one of {sorted(FEATURE_SETS)}, got {feature_set!r}")
     if info_level not in INFO_LEVELS:
         raise ValueError(f"info_level must be one of {INFO_LEVELS}, got {info_level!r}")
     if regime_source not in REGIME_SOURCES:
@@ -191,6 +199,9 @@ def make_himari_env(
     reward_config = reward if isinstance(reward, RewardConfig) else RewardConfig(preset=reward)
     if isinstance(pipeline_config, dict):
         pipeline_config = PipelineConfig.from_dict(pipeline_config)
+    if feature_set != "standard":
+        pipeline_config = PipelineConfig(**{**(pipeline_config or PipelineConfig()).to_dict(),
+                                            "feature_set": feature_set})
     if regime_source == "hmm":
         pipeline_config = PipelineConfig(**{**(pipeline_config or PipelineConfig()).to_dict(), "fit_hmm": True})
     bundle = _resolve_artifacts(artifacts)
@@ -202,6 +213,10 @@ def make_himari_env(
         bundle = bundle or prepared.artifacts
     else:
         prepared = prepare(data, seed=seed, artifacts=bundle, pipeline_config=pipeline_config)
+    prepared_set = prepared.pipeline.config.feature_set if prepared.pipeline is not None else "standard"
+    if feature_set != "standard" and prepared_set != feature_set:
+        raise ValueError(f"feature_set={feature_set!r}, but the market was prepared with the {prepared_set!r} "
+                         "features (its run bundle or PreparedMarket decides); drop feature_set or retrain")
     if regime_source not in prepared.regime_ids:
         fix = ("the run bundle has no HMM: train the run with regime_source 'hmm'" if bundle is not None
                else "prepare it with PipelineConfig(fit_hmm=True)")

@@ -1,4 +1,5 @@
-"""The 44 causal technical features over the canonical OHLCV frame.
+"""The causal technical features over the canonical OHLCV frame: the 44 of the standard set,
+plus 6 long-horizon ones (up to 720 bars, 30 days) in the opt-in ``long_horizon`` set.
 
 Every value at bar t uses bars <= t only: the whole frame is processed at once with pandas
 rolling windows and forward recursions (``ewm(adjust=False)``, Wilder smoothing), never
@@ -40,7 +41,9 @@ if TYPE_CHECKING:
     from pandas.api.typing import Rolling
 
 __all__ = [
+    "FEATURE_SETS",
     "FEATURE_TABLE",
+    "LONG_HORIZON_TABLE",
     "N_TECHNICAL_FEATURES",
     "VOLUME_FLOOR",
     "FeatureMatrix",
@@ -138,6 +141,24 @@ FEATURE_TABLE: tuple[FeatureSpec, ...] = (
 
 N_TECHNICAL_FEATURES = len(FEATURE_TABLE)
 
+# The horizons of the rule baselines that sit beside the agent (momentum_720, the 720-bar
+# drawdown brake): the standard set stops at 168 bars, a week, so the agent could not see
+# the 30-day trend the strongest rule trades. Warm-up 720 bars, the pipeline's default.
+LONG_HORIZON_TABLE: tuple[FeatureSpec, ...] = (
+    FeatureSpec("logret_336", "ln(C_t / C_t-336)", 336, "log return"),
+    FeatureSpec("logret_720", "ln(C_t / C_t-720)", 720, "log return"),
+    FeatureSpec("rv_720", "std_720(r~)", 720, "log return"),
+    FeatureSpec("rv_ratio_168_720", "std_168(r~) / std_720(r~)", 720, "ratio"),
+    FeatureSpec("dist_ema_720", "ln(C / EMA_720(C))", 720, "log ratio"),
+    FeatureSpec("drawdown_720", "C / max_720(C) - 1", 720, "[-1,0]"),
+)
+
+#: Feature sets by name: ``standard`` (44 features, the default) and ``long_horizon`` (50).
+FEATURE_SETS: dict[str, tuple[FeatureSpec, ...]] = {
+    "standard": FEATURE_TABLE,
+    "long_horizon": FEATURE_TABLE + LONG_HORIZON_TABLE,
+}
+
 
 @dataclass(frozen=True)
 class FeatureMatrix:
@@ -146,15 +167,15 @@ class FeatureMatrix:
     Attributes
     ----------
     values : np.ndarray
-        float64 (n_bars, 44), columns in :data:`FEATURE_TABLE` order; rows before
-        ``warmup_bars`` hold NaN where a window is not yet full.
+        float64 (n_bars, F), columns in ``table`` order (F = 44 for the standard set, 50 for
+        ``long_horizon``); rows before ``warmup_bars`` hold NaN where a window is not yet full.
     names : tuple of str
-        The 44 column names.
+        The F column names.
     warmup_bars : int
         First row at which every feature is finite (``n_bars`` if there is none); every row
         from it on is finite.
     table : tuple of FeatureSpec
-        :data:`FEATURE_TABLE`.
+        The feature set's table (:data:`FEATURE_SETS`).
     """
 
     values: np.ndarray
@@ -171,13 +192,20 @@ class FeatureMatrix:
         return self.values[:, position]
 
 
-def feature_table_markdown() -> str:
+def feature_table_markdown(feature_set: str = "standard") -> str:
     """The feature table as Markdown (name | formula | window | unit), one row a feature."""
     lines = ["| # | name | formula | window (bars) | unit |", "|---|---|---|---|---|"]
-    for number, spec in enumerate(FEATURE_TABLE, start=1):
+    for number, spec in enumerate(_feature_table(feature_set), start=1):
         formula = spec.formula.replace("|", "\\|")
         lines.append(f"| {number} | `{spec.name}` | {formula} | {spec.window} | {spec.unit} |")
     return "\n".join(lines) + "\n"
+
+
+def _feature_table(feature_set: str) -> tuple[FeatureSpec, ...]:
+    try:
+        return FEATURE_SETS[feature_set]
+    except KeyError:
+        raise ValueError(f"feature_set must be one of {sorted(FEATURE_SETS)}, got {feature_set!r}") from None
 
 
 def _fault(index: pd.DatetimeIndex, rows: np.ndarray, what: str) -> OHLCVValidationError:
@@ -332,9 +360,9 @@ def _adx(
 
 
 def compute_technical_features(
-    frame: pd.DataFrame, *, gap_mask: np.ndarray | None = None
+    frame: pd.DataFrame, *, gap_mask: np.ndarray | None = None, feature_set: str = "standard"
 ) -> FeatureMatrix:
-    """Compute the 44 causal technical features of :data:`FEATURE_TABLE`.
+    """Compute the causal technical features of a feature set (:data:`FEATURE_SETS`).
 
     Parameters
     ----------
@@ -346,11 +374,14 @@ def compute_technical_features(
         hour (``himari_env.data.gap_mask``). When given it must agree with the index; the
         1-bar returns spanning gaps are then scaled by 1 / sqrt(hours spanned) inside the
         volatility-type features. When None, no gap scaling is applied.
+    feature_set : str
+        ``"standard"`` (the 44 of :data:`FEATURE_TABLE`) or ``"long_horizon"`` (those plus
+        the 6 of :data:`LONG_HORIZON_TABLE`, warm after 720 bars).
 
     Returns
     -------
     FeatureMatrix
-        float64 (n_bars, 44) values, names, ``warmup_bars`` and the table.
+        float64 (n_bars, F) values, names, ``warmup_bars`` and the table.
 
     Raises
     ------
@@ -359,8 +390,10 @@ def compute_technical_features(
         non-positive price, negative volume, inconsistent OHLC or non-increasing timestamp,
         naming the first row and its timestamp.
     ValueError
-        ``gap_mask`` of the wrong shape or dtype, or disagreeing with the index (row named).
+        ``gap_mask`` of the wrong shape or dtype, or disagreeing with the index (row named);
+        an unknown ``feature_set``.
     """
+    table = _feature_table(feature_set)
     arrays = _checked_inputs(frame)
     index = frame.index
     gap_scale = _gap_scale(index, gap_mask)
@@ -469,7 +502,18 @@ def compute_technical_features(
     features["hour_sin"] = np.sin(hour_angle)
     features["hour_cos"] = np.cos(hour_angle)
 
-    names = tuple(spec.name for spec in FEATURE_TABLE)
+    if feature_set == "long_horizon":
+        vol_720 = _rolling(scaled_return, 720).std().to_numpy()
+        for horizon in (336, 720):
+            shifted = np.full(n_bars, np.nan)
+            shifted[horizon:] = log_close[horizon:] - log_close[:-horizon]
+            features[f"logret_{horizon}"] = shifted
+        features["rv_720"] = vol_720
+        features["rv_ratio_168_720"] = _safe_ratio(vol_168, vol_720, 1.0)
+        features["dist_ema_720"] = log_close - np.log(_ema(close, 720))
+        features["drawdown_720"] = close / _rolling(close, 720).max().to_numpy() - 1.0
+
+    names = tuple(spec.name for spec in table)
     values = np.column_stack([features[name] for name in names]).astype(np.float64, copy=False)
     finite_rows = np.all(np.isfinite(values), axis=1)
     warmup_bars = int(np.argmax(finite_rows)) if finite_rows.any() else n_bars
@@ -481,4 +525,4 @@ def compute_technical_features(
             f"features {columns} are not finite at row {row} ({index[row]}) after the warm-up "
             f"ending at row {warmup_bars}"
         )
-    return FeatureMatrix(values=values, names=names, warmup_bars=warmup_bars, table=FEATURE_TABLE)
+    return FeatureMatrix(values=values, names=names, warmup_bars=warmup_bars, table=table)

@@ -17,6 +17,10 @@ bundle's training tail is prepended so that the first unseen bar is already scor
 env and fee as the agent (positions 0/+1/-1, no risk layer): buy-and-hold (always long),
 flat, momentum (long when the trailing 24-bar return is positive, else short; a decision at
 bar t uses closes up to t) and random (uniform actions, seeded).
+
+Beside every Sharpe: its PSR/DSR (:mod:`himari_env.significance`) and the timing test
+(:mod:`himari_env.timing`): the agent's own decisions shuffled across its decision bars and
+traded through the same RSS layer, so a Sharpe that only its exposure earns is shown as such.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import numpy as np
 from experiments.baselines import build_baselines
 from experiments.scoreboard import passes_for_curves, score_pass
 from himari_env.constants import ACTION_NAMES, REGIME_NAMES
+from himari_env.timing import directions_from_actions, timing_permutation_test
 
 #: Baselines whose equity curves are kept in ``equity_<split>.npz`` and plotted.
 CURVE_BASELINES = ("buy_and_hold", "flat", "momentum_24_ls", "momentum_168_ls")
@@ -205,12 +210,18 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
                             seed=config.train.seed)
         timestamps = prepared.market.timestamps
         steps = agent.positions.size
+        timing = timing_permutation_test(
+            prepared.market.returns, regime_ids, decision_bars=agent.bar_indices,
+            directions=directions_from_actions(agent.actions), stop=start + steps, risk_config=risk_config,
+            fee_rate=config.env.fee_rate, max_leverage=config.env.max_leverage,
+            policy_sharpe=scores["agent"]["sharpe"], seed=config.train.seed)
         section = {
             "period": [str(timestamps[start]), str(timestamps[start + steps])],
             "agent": scores["agent"] | {"mean_reward": agent.mean_reward},
             "baselines": scores["baselines"],
             "best_baseline": scores["best_baseline"],
             "significance": scores["significance"],
+            "timing": timing.to_dict(),
             "actions": action_distribution(agent.actions, agent.regimes),
             "reward_terms": agent.reward_terms,
             "regime_shares": {REGIME_NAMES[i]: float(np.mean(agent.regimes == i)) for i in range(len(REGIME_NAMES))},
@@ -387,6 +398,8 @@ def _significance_lines(report: dict[str, Any]) -> list[str]:
         dsr = "n/a (fewer than 2 trials in the ledger)" if sig["dsr"] is None else f"{sig['dsr']:.2f} over {sig['n_trials']} trials"
         lines.append(f"- {label}: Sharpe {sig['sharpe_annualized']:.2f}, PSR vs 0 {sig['psr_vs_zero']:.2f}, "
                      f"PSR vs {sig['best_baseline']} {sig['psr_vs_best_baseline']:.2f}, DSR {dsr}. {sig['sentence']}")
+        if "timing" in section:
+            lines.append(f"- {label}, {section['timing']['sentence']}")
     if "supervised_hgb" in report:
         note = report["supervised_hgb"]
         lines.append(f"- supervised_hgb: threshold {note['threshold']:g} chosen on val, train accuracy "
@@ -411,6 +424,8 @@ def format_console(report: dict[str, Any], run_dir: str | Path) -> str:
              format_table(["split", "policy", *(header for _, header, _ in _METRIC_COLUMNS)], rows), ""]
     lines += [f"{label}: {section['significance']['sentence']}" for label, section in report["splits"].items()
               if section.get("significance")]
+    lines += [f"{label}: {section['timing']['sentence']}" for label, section in report["splits"].items()
+              if section.get("timing")]
     return "\n".join(lines)
 
 

@@ -157,13 +157,14 @@ def run_walkforward(config: Any, *, data: str | None, n_folds: int, seeds: list[
                 "best_validation": summary["best_validation"] and {
                     key: summary["best_validation"].get(key) for key in ("num_timesteps", "value", "hold_share")},
                 "splits": {name: {key: report["splits"][name][key] for key in
-                                  ("period", "agent", "baselines", "best_baseline", "significance", "actions")}
+                                  ("period", "agent", "baselines", "best_baseline", "significance", "timing",
+                                   "actions")}
                            for name in ("val", "test")},
             }
         if ensemble:
             report = evaluate_run(fold_dir, split="all", record_test_look=False, ensemble=True, ensemble_seeds=seeds)
             fold_record["ensemble"] = {"splits": {name: {key: report["splits"][name][key] for key in
-                                                         ("period", "agent", "significance", "actions")}
+                                                         ("period", "agent", "significance", "timing", "actions")}
                                                   for name in ("val", "test")}}
         document["folds"].append(fold_record)
         (run_dir / "walkforward.json").write_text(json.dumps(document, indent=2, default=float))
@@ -223,9 +224,17 @@ def _window_table(document: dict[str, Any], window: str) -> list[str]:
             cells.append(f"{s['median']:.2f} [{s['iqr']:.2f}] ({s['min']:.2f}..{s['max']:.2f})")
         rows.append(cells)
     psr = table["agent"]["psr_vs_zero"]
-    return [f"## {window} windows: median [IQR] (min..max) over folds x seeds", "",
-            format_table(["policy", "sharpe", "sortino", "total return", "max drawdown", "trades"], rows), "",
-            f"Agent PSR vs 0: median {psr['median']:.2f} (min {psr['min']:.2f}, max {psr['max']:.2f}).", ""]
+    lines = [f"## {window} windows: median [IQR] (min..max) over folds x seeds", "",
+             format_table(["policy", "sharpe", "sortino", "total return", "max drawdown", "trades"], rows), "",
+             f"Agent PSR vs 0: median {psr['median']:.2f} (min {psr['min']:.2f}, max {psr['max']:.2f})."]
+    timing = table["agent"].get("timing_p")
+    if timing is not None:
+        p_values = [seed["splits"][window]["timing"]["p_value"] for fold in document["folds"]
+                    for seed in fold["seeds"].values() if "timing" in seed["splits"][window]]
+        lines.append(f"Agent timing test (its own decisions shuffled, same exposure and RSS layer): p median "
+                     f"{timing['median']:.2f} (min {timing['min']:.2f}, max {timing['max']:.2f}); "
+                     f"p <= 0.05 in {sum(p <= 0.05 for p in p_values)} of {len(p_values)} windows.")
+    return lines + [""]
 
 
 #: The walk-forward's name for the per-fold seed ensemble (``--ensemble``).
@@ -254,6 +263,9 @@ def aggregate(document: dict[str, Any], *, window: str = "test") -> dict[str, di
                 values.setdefault("agent", {}).setdefault(metric, []).append(float(metrics[metric]))
             values.setdefault("agent", {}).setdefault("psr_vs_zero", []).append(
                 float(seed_record["splits"][window]["significance"]["psr_vs_zero"]))
+            timing = seed_record["splits"][window].get("timing")  # absent in walk-forwards run before the test
+            if timing is not None:
+                values.setdefault("agent", {}).setdefault("timing_p", []).append(float(timing["p_value"]))
         for name, metrics in seeds[0]["splits"][window]["baselines"].items():
             for metric in SUMMARY_METRICS:
                 values.setdefault(name, {}).setdefault(metric, []).append(float(metrics[metric]))

@@ -98,6 +98,17 @@ def test_evaluation_report_matches_a_recomputation_from_the_saved_curves(run_dir
     assert "HOLD=" in (run_dir / "report.md").read_text()
 
 
+def test_every_split_carries_the_timing_test_of_the_agents_own_decisions(run_dir):
+    report = json.loads((run_dir / "report.json").read_text())
+    text = (run_dir / "report.md").read_text()
+    for label, section in report["splits"].items():
+        timing = section["timing"]
+        assert timing["sharpe"] == pytest.approx(section["agent"]["sharpe"], abs=1e-6)  # the replay is the pass
+        assert 0.0 < timing["p_value"] <= 1.0
+        assert timing["n_decisions"] == section["actions"]["Overall"]["bars"]
+        assert f"- {label}, timing test: Sharpe" in text
+
+
 def test_flat_baseline_keeps_equity_and_buy_and_hold_pays_one_fee(run_dir):
     report = json.loads((run_dir / "report.json").read_text())
     test = report["splits"]["test"]["baselines"]

@@ -115,6 +115,8 @@ def test_walkforward_end_to_end_on_a_small_market(tmp_path: Path, monkeypatch: p
     assert table["agent"]["sharpe"]["n"] == 4 and table["buy_and_hold"]["sharpe"]["n"] == 2
     markdown = (tmp_path / "wf" / "walkforward.md").read_text()
     assert "median [IQR]" in markdown and (tmp_path / "wf" / "walkforward_sharpe.png").stat().st_size > 10_000
+    assert table["agent"]["timing_p"]["n"] == 4
+    assert "Agent timing test (its own decisions shuffled, same exposure and RSS layer): p median" in markdown
 
 
 @pytest.mark.slow

@@ -109,6 +109,19 @@ def test_every_split_carries_the_timing_test_of_the_agents_own_decisions(run_dir
         assert f"- {label}, timing test: Sharpe" in text
 
 
+def test_himari_timing_recomputes_the_reports_timing_test_from_the_saved_decisions(run_dir, capsys):
+    from experiments.cli import main
+    from experiments.timing_report import saved_pass_timing
+
+    report = json.loads((run_dir / "report.json").read_text())
+    for label in ("val", "test"):
+        assert saved_pass_timing(run_dir, split=label).to_dict() == pytest.approx(report["splits"][label]["timing"])
+    assert main(["timing", str(run_dir), "--split", "test"]) == 0
+    assert capsys.readouterr().out.startswith("test, timing test: Sharpe ")
+    assert main(["timing", str(run_dir), "--split", "unseen"]) == 2
+    assert "no saved pass" in capsys.readouterr().err
+
+
 def test_flat_baseline_keeps_equity_and_buy_and_hold_pays_one_fee(run_dir):
     report = json.loads((run_dir / "report.json").read_text())
     test = report["splits"]["test"]["baselines"]

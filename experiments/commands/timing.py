@@ -1,0 +1,30 @@
+"""``himari timing``: the timing test of a pass that ``himari evaluate`` saved."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(root: argparse._SubParsersAction, groups: dict[str, argparse._SubParsersAction]) -> None:
+    description = ("Shuffle the decisions of a saved evaluation pass (RUN_DIR/equity_SPLIT.npz) across its "
+                   "decision bars and trade every order through the same accounting and RSS layer: the p-value "
+                   "says whether the agent's Sharpe comes from its timing or only from its exposure. Reads the "
+                   "saved decisions: no policy is run and no test look is added to the ledger.")
+    parser = root.add_parser("timing", help="timing test (shuffled own decisions) of a saved evaluation pass",
+                             description=description)
+    parser.add_argument("run_dir", help="run folder (or a seed ensemble's DIR/ensemble) evaluated on --split")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test", "unseen"),
+                        help="saved pass to test (default: %(default)s)")
+    parser.add_argument("--data", default=None, help="the later OHLCV file of an unseen pass")
+    parser.add_argument("--permutations", type=int, default=200, help="shuffles (default: %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a sentence")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from experiments.commands._output import to_json
+    from experiments.timing_report import saved_pass_timing
+
+    result = saved_pass_timing(args.run_dir, split=args.split, data=args.data, n_permutations=args.permutations)
+    print(to_json(result.to_dict()) if args.json else f"{args.split}, {result.sentence()}")
+    return 0

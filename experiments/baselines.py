@@ -257,12 +257,28 @@ class BaselinePass:
         return performance_summary(self.equity, self.positions)
 
 
+def at_decision_interval(directions: np.ndarray, *, start: int, stop: int, interval: int) -> np.ndarray:
+    """``directions`` read only at the decision bars ``start, start + interval, ...`` and held
+    until the next one (bars ``start .. stop - 1``; the rest unchanged): the rule at an agent's
+    decision cadence. int8 (n,)."""
+    if interval < 1:
+        raise ValueError(f"interval must be >= 1 bar, got {interval}")
+    out = np.array(directions, dtype=np.int8, copy=True)
+    bars = np.arange(start, stop)
+    out[start:stop] = out[start + (bars - start) // interval * interval]
+    return out
+
+
 def run_baselines(baselines: BaselineSet, prepared: Any, *, start: int, stop: int, regime_ids: np.ndarray,
-                  risk_config: Any | None, fee_rate: float, max_leverage: float) -> dict[str, dict[str, BaselinePass]]:
+                  risk_config: Any | None, fee_rate: float, max_leverage: float,
+                  decision_interval: int = 1) -> dict[str, dict[str, BaselinePass]]:
     """Trade every baseline over decision bars ``start .. stop - 1``.
 
     Returns ``{name: {"raw": pass, "rss": pass}}`` (``rss`` only with a risk config, and
-    not for flat, random or the sized ``vol_target_bh``).
+    not for flat, random or the sized ``vol_target_bh``). With ``decision_interval`` > 1 (an
+    agent that decides every that many bars), every direction baseline but ``flat`` is also
+    traded at that cadence as ``name@<interval>`` (:func:`at_decision_interval`): the same
+    rule under the agent's constraint, so the comparison isolates what the agent learned.
     """
     from himari_env.risk.backtest import run_backtest
     from himari_env.risk.engine import RiskEngine
@@ -270,11 +286,16 @@ def run_baselines(baselines: BaselineSet, prepared: Any, *, start: int, stop: in
     returns = np.asarray(prepared.market.returns, dtype=np.float64)
     engine = None if risk_config is None else RiskEngine(risk_config, returns, max_leverage=max_leverage)
     out: dict[str, dict[str, BaselinePass]] = {}
-    for name, directions in baselines.directions.items():
+    rules = dict(baselines.directions)
+    if decision_interval > 1:
+        rules |= {f"{name}@{decision_interval}": at_decision_interval(directions, start=start, stop=stop,
+                                                                      interval=decision_interval)
+                  for name, directions in baselines.directions.items() if name != "flat"}
+    for name, directions in rules.items():
         raw = run_backtest(returns, directions, regime_ids, start=start, stop=stop, config=None,
                            fee_rate=fee_rate, max_leverage=max_leverage)
         out[name] = {"raw": BaselinePass(raw.equity, raw.positions)}
-        if engine is not None and name not in ("flat", "random"):
+        if engine is not None and name not in ("flat", "random", f"random@{decision_interval}"):
             sized = run_backtest(returns, directions, regime_ids, start=start, stop=stop, config=None,
                                  fee_rate=fee_rate, max_leverage=max_leverage, engine=engine)
             out[name]["rss"] = BaselinePass(sized.equity, sized.positions)
@@ -296,12 +317,14 @@ def best_baseline(summaries: dict[str, dict[str, dict[str, Any]]], *, metric: st
 
 
 def baseline_table(data: Any, *, split: str = "val", seed: int = 0, fee_rate: float = 0.001,
-                   max_leverage: float = 1.0, risk_settings: RiskSettings | None = None) -> dict[str, Any]:
+                   max_leverage: float = 1.0, risk_settings: RiskSettings | None = None,
+                   decision_interval: int = 1) -> dict[str, Any]:
     """Every baseline on ``split`` of ``data`` (``"synthetic"``, ``"planted"``, a path or a
     frame), raw and through the RSS layer calibrated on its train split; JSON-ready.
 
     ``risk_settings``: a preset's :class:`agents.config.RiskSettings` (default: the design
-    log's RSS settings)."""
+    log's RSS settings). ``decision_interval`` > 1 adds each rule at that cadence
+    (``name@<interval>``, :func:`run_baselines`)."""
     from experiments.scoreboard import flat_baseline_summaries
     from himari_env.pipeline import prepare_market
     from himari_env.risk import calibrate_risk
@@ -324,7 +347,8 @@ def baseline_table(data: Any, *, split: str = "val", seed: int = 0, fee_rate: fl
     window = market.splits[split]
     stop = min(window.stop, market.close.size - 1)
     passes = run_baselines(baselines, prepared, start=window.start, stop=stop, regime_ids=regimes,
-                           risk_config=risk_config, fee_rate=fee_rate, max_leverage=max_leverage)
+                           risk_config=risk_config, fee_rate=fee_rate, max_leverage=max_leverage,
+                           decision_interval=decision_interval)
     return {"data": str(data), "split": split,
             "period": [str(pd.Timestamp(market.timestamps[window.start])), str(pd.Timestamp(market.timestamps[stop]))],
             "baselines": flat_baseline_summaries(passes),

@@ -207,7 +207,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
         scores = score_pass(agent.equity, agent.positions, prepared=prepared, baselines=baselines, start=start,
                             regime_ids=regime_ids, risk_config=risk_config, fee_rate=config.env.fee_rate,
                             max_leverage=config.env.max_leverage, trial_sharpes=trial_sharpes,
-                            seed=config.train.seed)
+                            seed=config.train.seed, decision_interval=config.env.decision_interval)
         timestamps = prepared.market.timestamps
         steps = agent.positions.size
         timing = timing_permutation_test(

@@ -133,3 +133,50 @@ def test_the_baseline_table_sizes_its_rss_rows_with_a_presets_risk_section(tmp_p
     printed = json.loads(capsys.readouterr().out)
     assert printed["baselines"]["buy_and_hold+rss"]["sharpe"] == pytest.approx(
         preset["baselines"]["buy_and_hold+rss"]["sharpe"])
+    assert not any("@" in name for name in printed["baselines"])  # the preset decides hourly
+
+    config.write_text(config.read_text() + "env: {decision_interval: 72}\n")
+    assert main(["baselines", "--split", "val", "--config", str(config), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert "momentum_720_lf@72+rss" in printed["baselines"] and "flat@72" not in printed["baselines"]
+    assert main(["baselines", "--split", "val", "--decision-interval", "24", "--json"]) == 0
+    assert "momentum_720_lf@24" in json.loads(capsys.readouterr().out)["baselines"]
+    assert main(["baselines", "--decision-interval", "0"]) == 2
+    assert "--decision-interval must be >= 1 bar" in capsys.readouterr().err
+
+
+def test_a_rule_at_the_agents_cadence_is_read_at_its_decision_bars_and_held():
+    from experiments.baselines import at_decision_interval
+
+    directions = np.array([1, -1, 0, 1, 1, -1, 0, 0, 1, -1], dtype=np.int8)
+    held = at_decision_interval(directions, start=2, stop=9, interval=3)
+    #                          bars 0-1 untouched | 2-4 from bar 2 | 5-7 from bar 5 | 8 from bar 8 | 9 untouched
+    assert held.tolist() == [1, -1, 0, 0, 0, -1, -1, -1, 1, -1]
+    assert at_decision_interval(directions, start=0, stop=10, interval=1).tolist() == directions.tolist()
+    with pytest.raises(ValueError, match="interval must be >= 1"):
+        at_decision_interval(directions, start=0, stop=10, interval=0)
+
+
+def test_with_a_decision_interval_every_rule_is_also_traded_at_that_cadence(prepared):
+    from himari_env.risk.backtest import run_backtest
+
+    baselines, config = _all_directions(prepared)
+    test = prepared.market.splits["test"]
+    start, stop = test.start, test.stop - 1
+    regimes = prepared.regime_ids["rules"]
+    passes = run_baselines(baselines, prepared, start=start, stop=stop, regime_ids=regimes,
+                           risk_config=config, fee_rate=0.001, max_leverage=1.0, decision_interval=24)
+    cadence = {name for name in passes if name.endswith("@24")}
+    assert cadence == {f"{name}@24" for name in baselines.directions if name != "flat"}
+    assert "rss" in passes["momentum_168_lf@24"] and "rss" not in passes["random@24"]
+    # Buy-and-hold does not depend on the cadence; a momentum rule trades at most once a decision.
+    np.testing.assert_array_equal(passes["buy_and_hold@24"]["raw"].equity, passes["buy_and_hold"]["raw"].equity)
+    positions = passes["momentum_168_lf@24"]["raw"].positions
+    changes = np.flatnonzero(np.diff(positions) != 0) + 1
+    assert changes.size > 0 and np.all(changes % 24 == 0)
+    held = baselines.directions["momentum_168_lf"].copy()
+    for bar in range(start, stop):
+        held[bar] = baselines.directions["momentum_168_lf"][start + (bar - start) // 24 * 24]
+    expected = run_backtest(prepared.market.returns, held, regimes, start=start, stop=stop, config=None,
+                            fee_rate=0.001, max_leverage=1.0)
+    np.testing.assert_array_equal(passes["momentum_168_lf@24"]["raw"].equity, expected.equity)

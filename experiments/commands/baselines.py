@@ -22,6 +22,9 @@ def register(root: argparse._SubParsersAction, groups: dict[str, argparse._SubPa
     parser.add_argument("--config", default=None, metavar="YAML",
                         help="size the +rss baselines with this preset's risk section (default: the design "
                              "log's RSS settings)")
+    parser.add_argument("--decision-interval", type=int, default=None, metavar="BARS",
+                        help="also trade each rule deciding every BARS bars, as name@BARS (default: the "
+                             "--config preset's env.decision_interval, else 1: hourly only)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(func=_run)
 
@@ -31,12 +34,18 @@ def _run(args: argparse.Namespace) -> int:
     from experiments.commands._output import format_table, to_json
 
     risk_settings = None
+    interval = 1
     if args.config is not None:
         from agents.config import load_config
 
-        risk_settings = load_config(args.config).risk
+        preset = load_config(args.config)
+        risk_settings, interval = preset.risk, preset.env.decision_interval
+    if args.decision_interval is not None:
+        if args.decision_interval < 1:
+            raise ValueError(f"--decision-interval must be >= 1 bar, got {args.decision_interval}")
+        interval = args.decision_interval
     table = baseline_table(args.data, split=args.split, seed=args.seed, fee_rate=args.fee_rate,
-                           risk_settings=risk_settings)
+                           risk_settings=risk_settings, decision_interval=interval)
     if args.json:
         print(to_json(table))
         return 0

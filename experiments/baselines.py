@@ -276,9 +276,10 @@ def run_baselines(baselines: BaselineSet, prepared: Any, *, start: int, stop: in
 
     Returns ``{name: {"raw": pass, "rss": pass}}`` (``rss`` only with a risk config, and
     not for flat, random or the sized ``vol_target_bh``). With ``decision_interval`` > 1 (an
-    agent that decides every that many bars), every direction baseline but ``flat`` is also
-    traded at that cadence as ``name@<interval>`` (:func:`at_decision_interval`): the same
-    rule under the agent's constraint, so the comparison isolates what the agent learned.
+    agent that decides every that many bars), every direction baseline that changes its mind
+    over the pass (not ``flat`` nor ``buy_and_hold``) is also traded at that cadence as
+    ``name@<interval>`` (:func:`at_decision_interval`): the same rule under the agent's
+    constraint, so the comparison isolates what the agent learned.
     """
     from himari_env.risk.backtest import run_backtest
     from himari_env.risk.engine import RiskEngine
@@ -290,7 +291,8 @@ def run_baselines(baselines: BaselineSet, prepared: Any, *, start: int, stop: in
     if decision_interval > 1:
         rules |= {f"{name}@{decision_interval}": at_decision_interval(directions, start=start, stop=stop,
                                                                       interval=decision_interval)
-                  for name, directions in baselines.directions.items() if name != "flat"}
+                  for name, directions in baselines.directions.items()
+                  if np.any(directions[start:stop] != directions[start])}
     for name, directions in rules.items():
         raw = run_backtest(returns, directions, regime_ids, start=start, stop=stop, config=None,
                            fee_rate=fee_rate, max_leverage=max_leverage)

@@ -320,18 +320,24 @@ def best_baseline(summaries: dict[str, dict[str, dict[str, Any]]], *, metric: st
 
 def baseline_table(data: Any, *, split: str = "val", seed: int = 0, fee_rate: float = 0.001,
                    max_leverage: float = 1.0, risk_settings: RiskSettings | None = None,
-                   decision_interval: int = 1) -> dict[str, Any]:
+                   decision_interval: int = 1, timing: bool = False,
+                   timing_permutations: int = 200) -> dict[str, Any]:
     """Every baseline on ``split`` of ``data`` (``"synthetic"``, ``"planted"``, a path or a
     frame), raw and through the RSS layer calibrated on its train split; JSON-ready.
 
     ``risk_settings``: a preset's :class:`agents.config.RiskSettings` (default: the design
     log's RSS settings). ``decision_interval`` > 1 adds each rule at that cadence
-    (``name@<interval>``, :func:`run_baselines`)."""
+    (``name@<interval>``, :func:`run_baselines`); with ``timing`` each of those rules, through
+    the RSS layer, also gets the timing test of :mod:`himari_env.timing` (its decisions
+    shuffled across the decision bars, ``timing_permutations`` times), under ``"timing"``."""
     from experiments.scoreboard import flat_baseline_summaries
     from himari_env.pipeline import prepare_market
     from himari_env.risk import calibrate_risk
     from wrappers.stack import load_frame
 
+    if timing and decision_interval < 2:
+        raise ValueError("the timing test of the rules needs a decision interval >= 2 (--decision-interval or "
+                         "a --config preset that decides every few bars)")
     frame = load_frame(data, seed=seed)
     prepared = prepare_market(frame)
     market = prepared.market
@@ -351,10 +357,24 @@ def baseline_table(data: Any, *, split: str = "val", seed: int = 0, fee_rate: fl
     passes = run_baselines(baselines, prepared, start=window.start, stop=stop, regime_ids=regimes,
                            risk_config=risk_config, fee_rate=fee_rate, max_leverage=max_leverage,
                            decision_interval=decision_interval)
-    return {"data": str(data), "split": split,
-            "period": [str(pd.Timestamp(market.timestamps[window.start])), str(pd.Timestamp(market.timestamps[stop]))],
-            "baselines": flat_baseline_summaries(passes),
-            "notes": {k: v for k, v in baselines.notes.items() if k != "supervised_fit"}}
+    summaries = flat_baseline_summaries(passes)
+    table: dict[str, Any] = {"data": str(data), "split": split,
+             "period": [str(pd.Timestamp(market.timestamps[window.start])), str(pd.Timestamp(market.timestamps[stop]))],
+             "baselines": summaries,
+             "notes": {k: v for k, v in baselines.notes.items() if k != "supervised_fit"}}
+    if timing:
+        from himari_env.timing import timing_permutation_test
+
+        bars = np.arange(window.start, stop, decision_interval)
+        table["timing"] = {
+            f"{name}@{decision_interval}+rss": timing_permutation_test(
+                market.returns, regimes, decision_bars=bars, directions=directions[bars], stop=stop,
+                risk_config=risk_config, fee_rate=fee_rate, max_leverage=max_leverage,
+                policy_sharpe=summaries[f"{name}@{decision_interval}+rss"]["sharpe"],
+                n_permutations=timing_permutations, seed=seed).to_dict()
+            for name, directions in baselines.directions.items()
+            if f"{name}@{decision_interval}+rss" in summaries}
+    return table
 
 
 __all__ = [

@@ -141,6 +141,12 @@ def test_the_baseline_table_sizes_its_rss_rows_with_a_presets_risk_section(tmp_p
     assert "momentum_720_lf@72+rss" in printed["baselines"] and "buy_and_hold@72" not in printed["baselines"]
     assert main(["baselines", "--split", "val", "--decision-interval", "24", "--json"]) == 0
     assert "momentum_720_lf@24" in json.loads(capsys.readouterr().out)["baselines"]
+    timed = baseline_table("synthetic", split="val", decision_interval=168, timing=True, timing_permutations=10)
+    assert set(timed["timing"]) == {name for name in timed["baselines"] if name.endswith("@168+rss")}
+    for name, test in timed["timing"].items():
+        assert test["sharpe"] == pytest.approx(timed["baselines"][name]["sharpe"], abs=1e-6) and 0 < test["p_value"] <= 1
+    assert main(["baselines", "--split", "val", "--timing"]) == 2
+    assert "needs a decision interval >= 2" in capsys.readouterr().err
     assert main(["baselines", "--decision-interval", "0"]) == 2
     assert "--decision-interval must be >= 1 bar" in capsys.readouterr().err
 

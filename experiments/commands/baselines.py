@@ -25,6 +25,9 @@ def register(root: argparse._SubParsersAction, groups: dict[str, argparse._SubPa
     parser.add_argument("--decision-interval", type=int, default=None, metavar="BARS",
                         help="also trade each rule deciding every BARS bars, as name@BARS (default: the "
                              "--config preset's env.decision_interval, else 1: hourly only)")
+    parser.add_argument("--timing", action="store_true",
+                        help="also run the timing test (decisions shuffled, himari_env.timing) of every rule at "
+                             "the decision interval, through the RSS layer (about 10 s a rule)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(func=_run)
 
@@ -45,7 +48,7 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError(f"--decision-interval must be >= 1 bar, got {args.decision_interval}")
         interval = args.decision_interval
     table = baseline_table(args.data, split=args.split, seed=args.seed, fee_rate=args.fee_rate,
-                           risk_settings=risk_settings, decision_interval=interval)
+                           risk_settings=risk_settings, decision_interval=interval, timing=args.timing)
     if args.json:
         print(to_json(table))
         return 0
@@ -54,4 +57,10 @@ def _run(args: argparse.Namespace) -> int:
             for name, m in sorted(table["baselines"].items(), key=lambda item: -item[1]["sharpe"])]
     print(f"{table['split']} {table['period'][0]} .. {table['period'][1]}, fee {args.fee_rate}; after fees")
     print(format_table(["baseline", "return", "Sharpe", "Sortino", "max DD", "trades", "exposure"], rows))
+    if "timing" in table:
+        print()
+        rows = [[name, f"{t['sharpe']:.2f}", f"{t['shuffled_median']:.2f} [{t['shuffled_q05']:.2f}, {t['shuffled_q95']:.2f}]",
+                 f"{t['p_value']:.3f}", f"{t['long_share']:.0%}"]
+                for name, t in sorted(table["timing"].items(), key=lambda item: item[1]["p_value"])]
+        print(format_table(["rule (timing test)", "Sharpe", "shuffled median [5 %, 95 %]", "p", "long"], rows))
     return 0

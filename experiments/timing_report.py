@@ -1,4 +1,5 @@
-"""``himari timing RUN_DIR --split S``: the timing test of a pass that ``himari evaluate`` saved.
+"""``himari timing RUN_DIR --split S``: the timing test of a pass that ``himari evaluate`` saved
+(also for runs evaluated before the test existed).
 
 The decisions are read from ``RUN_DIR/equity_<split>.npz`` (``actions``, ``decision_bars``),
 so no policy is run again and no test look is added to the ledger: this only asks of a pass
@@ -40,7 +41,8 @@ def saved_pass_timing(run_dir: str | Path, *, split: str = "test", data: str | N
     """The timing test of the pass in ``run_dir/equity_<split>.npz``.
 
     ``data``: the later file the ``unseen`` pass was scored on (required for ``unseen``).
-    ``seed``: the shuffles' seed (default: the run's ``train.seed``, as ``himari evaluate``).
+    ``seed``: the reorderings' seed (default: the one in ``run_dir/report.json`` for that
+    split, else the run's ``train.seed``, as ``himari evaluate`` chooses it).
     """
     from agents.config import ExperimentConfig
     from himari_env.artifacts import RunArtifacts
@@ -60,8 +62,15 @@ def saved_pass_timing(run_dir: str | Path, *, split: str = "test", data: str | N
     frame = load_frame(data) if data is not None else load_frame(config.env.data, seed=config.env.market_seed)
     prepared = prepare_market(frame, artifacts=bundle)
     with np.load(curves_file, allow_pickle=False) as curves:
+        if "decision_bars" not in curves.files:
+            raise ValueError(f"{curves_file} has no decision_bars (written by an older himari evaluate): "
+                             f"run himari evaluate {run_dir} again to save them")
         equity, actions, decision_bars = curves["agent_equity"], curves["actions"], curves["decision_bars"]
         steps = int(curves["agent_positions"].size)
+    if seed is None:  # the seed the report's own test used, when there is one
+        report_file = run_dir / "report.json"
+        stored = json.loads(report_file.read_text()).get("splits", {}).get(split, {}) if report_file.is_file() else {}
+        seed = stored.get("timing", {}).get("seed")
     start = int(decision_bars[0])
     return timing_permutation_test(
         prepared.market.returns, prepared.regime_ids[config.env.regime_source], decision_bars=decision_bars,

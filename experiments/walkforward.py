@@ -194,7 +194,8 @@ def run_seeds(config: Any, *, seeds: list[int], run_dir: Path, overwrite: bool =
             "best_validation": summary["best_validation"] and {
                 key: summary["best_validation"].get(key) for key in ("num_timesteps", "value", "hold_share")},
             "splits": {"val": {key: report["splits"]["val"][key] for key in
-                               ("period", "agent", "baselines", "best_baseline", "significance", "actions")}},
+                               ("period", "agent", "baselines", "best_baseline", "significance", "timing",
+                                "actions")}},
         }
     document = {"config": config.name, "data": str(config.env.data), "seeds": seeds,
                 "timesteps": config.train.total_timesteps, "folds": [fold_record]}
@@ -231,7 +232,7 @@ def _window_table(document: dict[str, Any], window: str) -> list[str]:
     if timing is not None:
         p_values = [seed["splits"][window]["timing"]["p_value"] for fold in document["folds"]
                     for seed in fold["seeds"].values() if "timing" in seed["splits"][window]]
-        lines.append(f"Agent timing test (its own decisions shuffled, same exposure and RSS layer): p median "
+        lines.append(f"Agent timing test (its holding periods reordered: same trades, same time long): p median "
                      f"{timing['median']:.2f} (min {timing['min']:.2f}, max {timing['max']:.2f}); "
                      f"p <= 0.05 in {sum(p <= 0.05 for p in p_values)} of {len(p_values)} windows.")
     return lines + [""]

@@ -1,20 +1,27 @@
 """Does a policy time the market, or only choose how much of it to hold? A permutation test.
 
 A policy that is long 70 % of a bull year beats flat and most rules without any timing skill:
-its Sharpe comes from its exposure. This test keeps everything but the timing. The policy's own
-decisions (one direction per decision bar, held until the next decision) are shuffled across
-its decision bars, ``n_permutations`` times, and every shuffled sequence is traded through the
-same accounting and the same RSS risk engine as the policy (:func:`~himari_env.risk.backtest.run_backtest`).
-A shuffle keeps the number of long, flat and short decisions and their holding periods; it
-destroys only *when* they were taken.
+its Sharpe comes from its exposure. This test keeps everything but the timing. The policy's
+decisions (one direction per decision bar, held until the next decision) form stretches of
+one direction (runs). A reordering keeps the sequence of directions the policy switches
+through, hence its number of trades and its turnover, and the number of decisions it spends
+in each direction, and permutes the lengths of its stretches among the stretches of the same
+direction: a long stretch of 20 decisions and one of 3 trade places, which moves *when* the
+policy is long. This is the "random entries with the same trades and holding periods" null;
+shuffling single decisions instead would multiply the trades of a persistent policy, charge
+its reorderings the fees it never paid and make any such policy look skilled. Every
+reordering is traded through the same accounting and the same RSS risk engine as the policy
+(:func:`~himari_env.risk.backtest.run_backtest`); the RSS layer's sizes depend on the path, so
+the exposure it produces is not held fixed, only the directions are.
 
-``p_value = (1 + #{shuffled Sharpe >= policy Sharpe}) / (1 + n_permutations)``: the chance
-that the policy's timing is no better than a random order of its own decisions. A policy whose
-decisions are all the same has nothing to shuffle and gets ``p_value`` 1.0.
+``p_value = (1 + #{reordered Sharpe >= policy Sharpe}) / (1 + n_permutations)``, the
+one-sided permutation p-value of "the order of its stretches carries no information". A
+policy with one stretch per direction, or one direction throughout, has nothing to reorder
+and gets ``p_value`` 1.0. A p-value near 1 says the timing costs: most reorderings do better.
 
-The policy's Sharpe is recomputed from its decisions by the same backtest (``replayed_sharpe``)
-and :func:`timing_permutation_test` checks it against the Sharpe of the pass it is given, so
-the test always compares like with like.
+The policy's Sharpe is recomputed from its decisions by the same backtest (``sharpe``) and
+:func:`timing_permutation_test` checks it against the Sharpe of the pass it is given, so the
+test always compares like with like.
 """
 
 from __future__ import annotations
@@ -30,9 +37,10 @@ from himari_env.metrics import sharpe_ratio
 from himari_env.risk.backtest import run_backtest
 from himari_env.risk.engine import RiskEngine
 
-__all__ = ["DEFAULT_PERMUTATIONS", "TimingTest", "directions_from_actions", "timing_permutation_test"]
+__all__ = ["DEFAULT_PERMUTATIONS", "TimingTest", "directions_from_actions", "reorder_runs", "timing_permutation_test"]
 
-#: Shuffles per test: p-values in steps of 1/201, about a second per 1,000 decision bars.
+#: Reorderings per test: p-values in steps of 1/201; about a second per 1,000 hourly bars of
+#: the pass with the RSS layer (each reordering is a full backtest over the pass's bars).
 DEFAULT_PERMUTATIONS = 200
 
 
@@ -43,11 +51,13 @@ class TimingTest:
     Attributes
     ----------
     sharpe : the policy's Sharpe over the pass.
-    p_value : ``(1 + #{shuffled >= sharpe}) / (1 + n_permutations)``.
-    shuffled_median, shuffled_q05, shuffled_q95 : quantiles of the shuffled Sharpe ratios.
-    n_permutations : shuffles drawn.
+    p_value : ``(1 + #{reordered >= sharpe}) / (1 + n_permutations)``.
+    shuffled_median, shuffled_q05, shuffled_q95 : quantiles of the reordered Sharpe ratios.
+    n_permutations : reorderings drawn.
     n_decisions : decision bars in the pass.
-    long_share, short_share : fractions of decisions that are long / short (kept by a shuffle).
+    n_runs : stretches of one direction (a reordering keeps their number and directions).
+    long_share, short_share : fractions of decisions that are long / short (kept too).
+    seed : seed of the reorderings.
     """
 
     sharpe: float
@@ -57,20 +67,26 @@ class TimingTest:
     shuffled_q95: float
     n_permutations: int
     n_decisions: int
+    n_runs: int
     long_share: float
     short_share: float
+    seed: int
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__} | {"sentence": self.sentence()}
 
     def sentence(self) -> str:
         """One line for reports."""
-        verdict = ("timing adds to the Sharpe at 95 %" if self.p_value <= 0.05
-                   else "no evidence of timing skill: the Sharpe is what its exposure gives")
+        if self.p_value <= 0.05:
+            verdict = "its timing adds to the Sharpe at 95 %"
+        elif self.p_value >= 0.95:
+            verdict = "its timing costs: most reorderings of its own holding periods do better"
+        else:
+            verdict = "no evidence of timing skill: reorderings of its own holding periods do as well"
         return (f"timing test: Sharpe {self.sharpe:.2f} against {self.shuffled_median:.2f} "
-                f"[{self.shuffled_q05:.2f}, {self.shuffled_q95:.2f}] for {self.n_permutations} shuffles of its "
-                f"own {self.n_decisions} decisions (long {self.long_share:.0%}, short {self.short_share:.0%}), "
-                f"p {self.p_value:.3f}: {verdict}")
+                f"[{self.shuffled_q05:.2f}, {self.shuffled_q95:.2f}] for {self.n_permutations} reorderings of its "
+                f"{self.n_runs} holding periods over {self.n_decisions} decisions (long {self.long_share:.0%}, "
+                f"short {self.short_share:.0%}), p {self.p_value:.3f}: {verdict}")
 
 
 def directions_from_actions(actions: ArrayLike) -> np.ndarray:
@@ -80,6 +96,19 @@ def directions_from_actions(actions: ArrayLike) -> np.ndarray:
     if values.ndim != 1 or not np.isin(values, (0, 1, 2)).all():
         raise ValueError(f"actions must be a 1-d array of 0 HOLD, 1 LONG, 2 SHORT, got {values[:5]!r}...")
     return np.asarray(ACTION_DIRECTIONS, dtype=np.float64)[values.astype(np.int64)].astype(np.int8)
+
+
+def reorder_runs(directions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``directions`` with the lengths of its stretches of one direction permuted among the
+    stretches of the same direction (the sequence of directions it switches through kept)."""
+    change = np.flatnonzero(np.diff(directions)) + 1
+    starts = np.concatenate(([0], change))
+    lengths = np.diff(np.append(starts, directions.size))
+    values = directions[starts]
+    for value in np.unique(values):
+        same = np.flatnonzero(values == value)
+        lengths[same] = lengths[rng.permutation(same)]
+    return np.repeat(values, lengths).astype(np.int8)
 
 
 def _hourly(decision_bars: np.ndarray, directions: np.ndarray, n_bars: int, stop: int) -> np.ndarray:
@@ -104,7 +133,7 @@ def timing_permutation_test(
     seed: int = 0,
     bars_per_year: int = BARS_PER_YEAR,
 ) -> TimingTest:
-    """Shuffle a policy's decisions across its decision bars and trade each order.
+    """Reorder a policy's holding periods (:func:`reorder_runs`) and trade each reordering.
 
     Parameters
     ----------
@@ -125,14 +154,17 @@ def timing_permutation_test(
     policy_sharpe : the Sharpe of the policy's own pass; when given, the replay of its
         decisions must reproduce it (to 1e-6), else ValueError: the test would not compare
         like with like.
-    n_permutations, seed : shuffles and the seed of their generator.
+    n_permutations, seed : reorderings and the seed of their generator.
 
     Returns
     -------
     TimingTest
     """
     flows = np.asarray(returns, dtype=np.float64)
-    bars = np.asarray(decision_bars, dtype=np.int64)
+    raw_bars = np.asarray(decision_bars)
+    if raw_bars.size and not np.issubdtype(raw_bars.dtype, np.integer):
+        raise ValueError(f"decision_bars must be integers (bar indices), got dtype {raw_bars.dtype}")
+    bars = raw_bars.astype(np.int64)
     chosen = np.asarray(directions, dtype=np.int8)
     if bars.ndim != 1 or bars.size == 0 or bars.shape != chosen.shape:
         raise ValueError(f"decision_bars and directions must be 1-d of one length >= 1, got {bars.shape} and {chosen.shape}")
@@ -156,15 +188,17 @@ def timing_permutation_test(
         raise ValueError(f"the replay of the policy's decisions has Sharpe {replayed:.6f}, its pass {policy_sharpe:.6f}: "
                          "the decisions, risk config or market do not belong to that pass")
     rng = np.random.default_rng(seed)
-    if np.all(chosen == chosen[0]):
-        shuffled = np.full(n_permutations, replayed)  # nothing to shuffle: every order is the policy's
+    n_runs = int(np.count_nonzero(np.diff(chosen))) + 1
+    values_seen = np.unique(chosen[np.concatenate(([0], np.flatnonzero(np.diff(chosen)) + 1))], return_counts=True)[1]
+    if values_seen.max() < 2:
+        shuffled = np.full(n_permutations, replayed)  # one stretch per direction: nothing to reorder
     else:
-        shuffled = np.array([sharpe_of(rng.permutation(chosen)) for _ in range(n_permutations)])
+        shuffled = np.array([sharpe_of(reorder_runs(chosen, rng)) for _ in range(n_permutations)])
     q05, median, q95 = np.percentile(shuffled, [5, 50, 95])
     return TimingTest(
         sharpe=float(replayed),
         p_value=float((1 + np.count_nonzero(shuffled >= replayed)) / (1 + n_permutations)),
         shuffled_median=float(median), shuffled_q05=float(q05), shuffled_q95=float(q95),
-        n_permutations=int(n_permutations), n_decisions=int(bars.size),
-        long_share=float(np.mean(chosen == 1)), short_share=float(np.mean(chosen == -1)),
+        n_permutations=int(n_permutations), n_decisions=int(bars.size), n_runs=n_runs,
+        long_share=float(np.mean(chosen == 1)), short_share=float(np.mean(chosen == -1)), seed=int(seed),
     )

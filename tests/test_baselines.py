@@ -107,8 +107,14 @@ def test_the_long_flat_oracle_is_the_oracle_long_or_flat_and_never_a_baseline_to
     np.testing.assert_array_equal(oracle_lf, np.where(oracle > 0, 1, 0))
     assert (oracle < 0).any() and set(np.unique(oracle_lf).tolist()) <= {0, 1}
     summaries = {"oracle": {"raw": {"sharpe": 9.0}}, "oracle_lf": {"raw": {"sharpe": 8.0}},
-                 "flat": {"raw": {"sharpe": 0.0}}}
+                 "state_oracle@24": {"raw": {"sharpe": 9.5}}, "flat": {"raw": {"sharpe": 0.0}}}
     assert best_baseline(summaries)[0] == "flat"
+    test = prepared_market.market.splits["test"]
+    passes = run_baselines(baselines, prepared_market, start=test.start, stop=test.stop - 1,
+                           regime_ids=prepared_market.regime_ids["rules"], risk_config=None, fee_rate=0.001,
+                           max_leverage=1.0, decision_interval=24)
+    assert "momentum_168_lf@24" in passes and not any(name.split("@")[0] in ("oracle", "oracle_lf", "state_oracle")
+                                                      and "@" in name for name in passes)
 
 
 def test_the_baseline_table_sizes_its_rss_rows_with_a_presets_risk_section(tmp_path, capsys):

@@ -116,7 +116,7 @@ def test_walkforward_end_to_end_on_a_small_market(tmp_path: Path, monkeypatch: p
     markdown = (tmp_path / "wf" / "walkforward.md").read_text()
     assert "median [IQR]" in markdown and (tmp_path / "wf" / "walkforward_sharpe.png").stat().st_size > 10_000
     assert table["agent"]["timing_p"]["n"] == 4
-    assert "Agent timing test (its own decisions shuffled, same exposure and RSS layer): p median" in markdown
+    assert "Agent timing test (its holding periods reordered: same trades, same time long): p median" in markdown
 
 
 @pytest.mark.slow

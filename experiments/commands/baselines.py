@@ -62,5 +62,6 @@ def _run(args: argparse.Namespace) -> int:
         rows = [[name, f"{t['sharpe']:.2f}", f"{t['shuffled_median']:.2f} [{t['shuffled_q05']:.2f}, {t['shuffled_q95']:.2f}]",
                  f"{t['p_value']:.3f}", f"{t['long_share']:.0%}"]
                 for name, t in sorted(table["timing"].items(), key=lambda item: item[1]["p_value"])]
-        print(format_table(["rule (timing test)", "Sharpe", "shuffled median [5 %, 95 %]", "p", "long"], rows))
+        print(format_table(["rule (timing test)", "Sharpe", "reordered median [5 %, 95 %]", "p", "long"], rows))
+        print(f"{len(rows)} rules tested at once: about {0.05 * len(rows):.1f} of them at p <= 0.05 by chance alone.")
     return 0

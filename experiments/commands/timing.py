@@ -6,17 +6,18 @@ import argparse
 
 
 def register(root: argparse._SubParsersAction, groups: dict[str, argparse._SubParsersAction]) -> None:
-    description = ("Shuffle the decisions of a saved evaluation pass (RUN_DIR/equity_SPLIT.npz) across its "
-                   "decision bars and trade every order through the same accounting and RSS layer: the p-value "
-                   "says whether the agent's Sharpe comes from its timing or only from its exposure. Reads the "
-                   "saved decisions: no policy is run and no test look is added to the ledger.")
-    parser = root.add_parser("timing", help="timing test (shuffled own decisions) of a saved evaluation pass",
+    description = ("Reorder the holding periods of a saved evaluation pass (RUN_DIR/equity_SPLIT.npz): same "
+                   "trades, same time in each direction, other moments; trade every reordering through the same "
+                   "accounting and RSS layer. The p-value says whether the agent's Sharpe comes from its timing or "
+                   "only from its exposure. Reads the saved decisions: no policy is run and no test look is added "
+                   "to the ledger.")
+    parser = root.add_parser("timing", help="timing test (reordered holding periods) of a saved evaluation pass",
                              description=description)
     parser.add_argument("run_dir", help="run folder (or a seed ensemble's DIR/ensemble) evaluated on --split")
     parser.add_argument("--split", default="test", choices=("train", "val", "test", "unseen"),
                         help="saved pass to test (default: %(default)s)")
     parser.add_argument("--data", default=None, help="the later OHLCV file of an unseen pass")
-    parser.add_argument("--permutations", type=int, default=200, help="shuffles (default: %(default)s)")
+    parser.add_argument("--permutations", type=int, default=200, help="reorderings (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a sentence")
     parser.set_defaults(func=_run)
 

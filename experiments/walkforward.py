@@ -215,7 +215,7 @@ def _window_table(document: dict[str, Any], window: str) -> list[str]:
     from experiments.commands._output import format_table
 
     table = aggregate(document, window=window)
-    first = [p for p in ("agent", ENSEMBLE_POLICY) if p in table]
+    first = [p for p in ("agent", PER_FOLD_POLICY, ENSEMBLE_POLICY) if p in table]
     order = first + sorted((p for p in table if p not in first), key=lambda p: -table[p]["sharpe"]["median"])
     rows = []
     for policy in order:
@@ -240,6 +240,8 @@ def _window_table(document: dict[str, Any], window: str) -> list[str]:
 
 #: The walk-forward's name for the per-fold seed ensemble (``--ensemble``).
 ENSEMBLE_POLICY = "agent (seed ensemble)"
+#: The agent as one value per fold (the median over its seeds), comparable with a baseline's row.
+PER_FOLD_POLICY = "agent (median seed per fold)"
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -252,9 +254,12 @@ def _stats(values: list[float]) -> dict[str, float]:
 def aggregate(document: dict[str, Any], *, window: str = "test") -> dict[str, dict[str, dict[str, float]]]:
     """``{policy: {metric: {median, iqr, min, max, n}}}`` over folds x seeds for ``window``.
 
-    The agent contributes one value per fold and seed; a baseline one per fold (its passes
-    do not depend on the agent's seed, except ``random``: seed 0's), and so does the seed
-    ensemble when the folds were scored with it."""
+    The agent contributes one value per fold and seed (``agent``) and, as
+    :data:`PER_FOLD_POLICY`, one value per fold (the median over its seeds); a baseline one per
+    fold (its passes do not depend on the agent's seed, except ``random``: seed 0's), and so
+    does the seed ensemble when the folds were scored with it. Compare a baseline with the
+    per-fold row: the pooled median weighs each fold by its number of seeds and, with folds of
+    opposite sign, falls between folds."""
     values: dict[str, dict[str, list[float]]] = {}
     for fold in document["folds"]:
         seeds = list(fold["seeds"].values())
@@ -270,11 +275,57 @@ def aggregate(document: dict[str, Any], *, window: str = "test") -> dict[str, di
         for name, metrics in seeds[0]["splits"][window]["baselines"].items():
             for metric in SUMMARY_METRICS:
                 values.setdefault(name, {}).setdefault(metric, []).append(float(metrics[metric]))
+        for metric in SUMMARY_METRICS:
+            values.setdefault(PER_FOLD_POLICY, {}).setdefault(metric, []).append(
+                float(np.median([float(seed_record["splits"][window]["agent"][metric]) for seed_record in seeds])))
         if "ensemble" in fold:
             metrics = fold["ensemble"]["splits"][window]["agent"]
             for metric in SUMMARY_METRICS:
                 values.setdefault(ENSEMBLE_POLICY, {}).setdefault(metric, []).append(float(metrics[metric]))
     return {policy: {metric: _stats(v) for metric, v in metrics.items()} for policy, metrics in values.items()}
+
+
+def fold_table(document: dict[str, Any], *, window: str = "test") -> list[dict[str, Any]]:
+    """Per fold: the agent's Sharpe per seed and their median, the seed ensemble's,
+    buy-and-hold's (raw and through the RSS layer) and the fold's best baseline (name, Sharpe)."""
+    from experiments.baselines import ORACLES
+
+    rows = []
+    for fold in document["folds"]:
+        seeds = {name: float(record["splits"][window]["agent"]["sharpe"]) for name, record in fold["seeds"].items()}
+        baselines = next(iter(fold["seeds"].values()))["splits"][window]["baselines"]
+        candidates = {name: float(m["sharpe"]) for name, m in baselines.items() if name.split("@")[0].split("+")[0]
+                      not in ORACLES}
+        best = max(candidates, key=lambda name: candidates[name])
+        rows.append({"fold": fold["fold"], "seeds": seeds, "agent_median": float(np.median(list(seeds.values()))),
+                     "ensemble": (float(fold["ensemble"]["splits"][window]["agent"]["sharpe"])
+                                  if "ensemble" in fold else None),
+                     "buy_and_hold": candidates.get("buy_and_hold"), "buy_and_hold+rss": candidates.get("buy_and_hold+rss"),
+                     "best_baseline": best, "best_baseline_sharpe": candidates[best]})
+    return rows
+
+
+def _fold_lines(document: dict[str, Any]) -> list[str]:
+    from experiments.commands._output import format_table
+
+    rows, beats_bh, beats_best = [], 0, 0
+    for row in fold_table(document):
+        bh = row["buy_and_hold"]
+        beats_bh += bh is not None and row["agent_median"] > bh
+        beats_best += row["agent_median"] > row["best_baseline_sharpe"]
+        rows.append([row["fold"], " / ".join(f"{v:.2f}" for v in row["seeds"].values()), f"{row['agent_median']:.2f}",
+                     "" if row["ensemble"] is None else f"{row['ensemble']:.2f}",
+                     "" if bh is None else f"{bh:.2f}",
+                     "" if row["buy_and_hold+rss"] is None else f"{row['buy_and_hold+rss']:.2f}",
+                     f"{row['best_baseline']} {row['best_baseline_sharpe']:.2f}"])
+    n = len(rows)
+    return ["## test Sharpe per fold", "",
+            format_table(["fold", "agent seeds", "agent median", "seed ensemble", "buy_and_hold", "buy_and_hold+rss",
+                          "best baseline"], rows), "",
+            f"The median seed beats buy-and-hold in {beats_bh} of {n} folds and the fold's best baseline in "
+            f"{beats_best} of {n}. Compare the agent with a baseline on the row `{PER_FOLD_POLICY}` below (one value a "
+            "fold, like the baselines): the row `agent` pools every fold x seed run, and with folds of opposite sign "
+            "its median sits between folds.", ""]
 
 
 def format_walkforward(document: dict[str, Any]) -> str:
@@ -287,6 +338,7 @@ def format_walkforward(document: dict[str, Any]) -> str:
     rows = [[fold["fold"], *fold["windows"]["train"], *fold["windows"]["val"][1:], *fold["windows"]["test"][1:]]
             for fold in document["folds"]]
     lines += [format_table(["fold", "train from", "train to", "val to", "test to"], rows), ""]
+    lines += _fold_lines(document)
     for window in ("test", "val"):
         lines += _window_table(document, window)
     sentences = [seed["splits"]["test"]["significance"]["sentence"] for fold in document["folds"]

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from experiments.ledger import read_ledger
-from experiments.walkforward import LEADING_BLOCKS, aggregate, walkforward_folds
+from experiments.walkforward import LEADING_BLOCKS, aggregate, fold_table, walkforward_folds
 
 
 def test_folds_expand_and_tile_the_last_blocks_before_end():
@@ -83,7 +83,7 @@ def test_walkforward_end_to_end_on_a_small_market(tmp_path: Path, monkeypatch: p
     assert ensemble_row["n"] == 2
     assert ensemble_row["median"] == pytest.approx(
         float(np.median([f["ensemble"]["splits"]["test"]["agent"]["sharpe"] for f in saved["folds"]])))
-    assert "| agent (seed ensemble) |" in (tmp_path / "wf" / "walkforward.md").read_text()
+    assert "| agent (seed ensemble) " in (tmp_path / "wf" / "walkforward.md").read_text()
     with pytest.raises(ValueError, match="--ensemble needs at least two seeds"):
         run_walkforward(_tiny_config(data), data=str(data), n_folds=2, seeds=[0], run_dir=tmp_path / "wf1",
                         end=None, ledger=ledger, ensemble=True)
@@ -116,6 +116,15 @@ def test_walkforward_end_to_end_on_a_small_market(tmp_path: Path, monkeypatch: p
     markdown = (tmp_path / "wf" / "walkforward.md").read_text()
     assert "median [IQR]" in markdown and (tmp_path / "wf" / "walkforward_sharpe.png").stat().st_size > 10_000
     assert table["agent"]["timing_p"]["n"] == 4
+    # One value a fold (the median seed), like a baseline's row; the pooled row has one a run.
+    per_fold = [np.median([seed["splits"]["test"]["agent"]["sharpe"] for seed in fold["seeds"].values()])
+                for fold in document["folds"]]
+    assert table["agent (median seed per fold)"]["sharpe"]["n"] == 2
+    assert table["agent (median seed per fold)"]["sharpe"]["median"] == pytest.approx(np.median(per_fold))
+    rows = fold_table(document)
+    assert [row["agent_median"] for row in rows] == pytest.approx(per_fold)
+    assert all(row["best_baseline_sharpe"] >= row["buy_and_hold"] for row in rows)
+    assert "## test Sharpe per fold" in markdown and "The median seed beats buy-and-hold in" in markdown
     assert "Agent timing test (its holding periods reordered: same trades, same time long): p median" in markdown
 
 

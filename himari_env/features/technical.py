@@ -298,6 +298,13 @@ def _rolling(values: np.ndarray, window: int) -> Rolling:
     return pd.Series(values).rolling(window, min_periods=window)
 
 
+def _log_return(log_close: np.ndarray, horizon: int) -> np.ndarray:
+    """ln(C_t / C_t-horizon), float64 (n,); NaN for the first ``horizon`` bars."""
+    out = np.full(log_close.size, np.nan)
+    out[horizon:] = log_close[horizon:] - log_close[:-horizon]
+    return out
+
+
 def _zscore(values: np.ndarray, window: int) -> np.ndarray:
     rolling = _rolling(values, window)
     mean = rolling.mean().to_numpy()
@@ -409,9 +416,7 @@ def compute_technical_features(
 
     features: dict[str, np.ndarray] = {}
     for horizon in _RETURN_HORIZONS:
-        shifted = np.full(n_bars, np.nan)
-        shifted[horizon:] = log_close[horizon:] - log_close[:-horizon]
-        features[f"logret_{horizon}"] = shifted
+        features[f"logret_{horizon}"] = _log_return(log_close, horizon)
 
     vol_12 = _rolling(scaled_return, 12).std().to_numpy()
     vol_24 = _rolling(scaled_return, 24).std().to_numpy()
@@ -505,9 +510,7 @@ def compute_technical_features(
     if feature_set == "long_horizon":
         vol_720 = _rolling(scaled_return, 720).std().to_numpy()
         for horizon in (336, 720):
-            shifted = np.full(n_bars, np.nan)
-            shifted[horizon:] = log_close[horizon:] - log_close[:-horizon]
-            features[f"logret_{horizon}"] = shifted
+            features[f"logret_{horizon}"] = _log_return(log_close, horizon)
         features["rv_720"] = vol_720
         features["rv_ratio_168_720"] = _safe_ratio(vol_168, vol_720, 1.0)
         features["dist_ema_720"] = log_close - np.log(_ema(close, 720))

@@ -364,6 +364,8 @@ def plot_walkforward(document: dict[str, Any], path: Path,
         sharpes = [seed["splits"]["test"]["agent"]["sharpe"] for seed in fold["seeds"].values()]
         ax.scatter([fold["fold"]] * len(sharpes), sharpes, color="#1f77b4", zorder=3,
                    label="agent (one point per seed)" if fold["fold"] == folds[0] else None)
+        ax.scatter([fold["fold"]], [float(np.median(sharpes))], color="#1f77b4", marker="_", s=400, zorder=3,
+                   label="agent, median seed" if fold["fold"] == folds[0] else None)
         if "ensemble" in fold:
             ax.scatter([fold["fold"]], [fold["ensemble"]["splits"]["test"]["agent"]["sharpe"]], color="#d62728",
                        marker="D", zorder=4, label="seed ensemble" if fold["fold"] == folds[0] else None)

@@ -37,7 +37,7 @@ import pandas as pd
 
 from himari_env.constants import BARS_PER_YEAR
 from himari_env.metrics import performance_summary
-from himari_env.rules import momentum_directions, regime_gated_directions
+from himari_env.rules import held_decisions, momentum_directions, regime_gated_directions
 
 if TYPE_CHECKING:
     from agents.config import RiskSettings
@@ -266,9 +266,21 @@ def at_decision_interval(directions: np.ndarray, *, start: int, stop: int, inter
     if interval < 1:
         raise ValueError(f"interval must be >= 1 bar, got {interval}")
     out = np.array(directions, dtype=np.int8, copy=True)
-    bars = np.arange(start, stop)
-    out[start:stop] = out[start + (bars - start) // interval * interval]
+    if stop <= start:
+        return out
+    bars = np.arange(start, stop, interval)
+    out[start:stop] = held_decisions(bars, out[bars], n_bars=out.size, stop=stop)[start:stop]
     return out
+
+
+def is_oracle(name: str) -> bool:
+    """Whether a baseline row (``name``, ``name@<I>``, ``name+rss``) is one of :data:`ORACLES`."""
+    return base_rule(name) in ORACLES
+
+
+def base_rule(name: str) -> str:
+    """The rule a baseline row trades: ``momentum_720_lf@72+rss`` -> ``momentum_720_lf``."""
+    return name.split("@")[0].removesuffix("+rss")
 
 
 def run_baselines(baselines: BaselineSet, prepared: Any, *, start: int, stop: int, regime_ids: np.ndarray,
@@ -294,12 +306,12 @@ def run_baselines(baselines: BaselineSet, prepared: Any, *, start: int, stop: in
         rules |= {f"{name}@{decision_interval}": at_decision_interval(directions, start=start, stop=stop,
                                                                       interval=decision_interval)
                   for name, directions in baselines.directions.items()
-                  if name not in ORACLES and np.any(directions[start:stop] != directions[start])}
+                  if not is_oracle(name) and np.any(directions[start:stop] != directions[start])}
     for name, directions in rules.items():
         raw = run_backtest(returns, directions, regime_ids, start=start, stop=stop, config=None,
                            fee_rate=fee_rate, max_leverage=max_leverage)
         out[name] = {"raw": BaselinePass(raw.equity, raw.positions)}
-        if engine is not None and name not in ("flat", "random", f"random@{decision_interval}"):
+        if engine is not None and base_rule(name) not in ("flat", "random"):
             sized = run_backtest(returns, directions, regime_ids, start=start, stop=stop, config=None,
                                  fee_rate=fee_rate, max_leverage=max_leverage, engine=engine)
             out[name]["rss"] = BaselinePass(sized.equity, sized.positions)
@@ -315,7 +327,7 @@ def best_baseline(summaries: dict[str, dict[str, dict[str, Any]]], *, metric: st
     any cadence), among every row: the cadence rows ``name@<I>`` too, so with a decision
     interval the best of more rules is the bar."""
     candidates = [(values[metric], name, variant) for name, variants in summaries.items()
-                  if name.split("@")[0] not in exclude for variant, values in variants.items()]
+                  if base_rule(name) not in exclude for variant, values in variants.items()]
     if not candidates:
         raise ValueError("no baseline to compare with")
     _, name, variant = max(candidates)
@@ -332,8 +344,8 @@ def baseline_table(data: Any, *, split: str = "val", seed: int = 0, fee_rate: fl
     ``risk_settings``: a preset's :class:`agents.config.RiskSettings` (default: the design
     log's RSS settings). ``decision_interval`` > 1 adds each rule at that cadence
     (``name@<interval>``, :func:`run_baselines`); with ``timing`` each of those rules, through
-    the RSS layer, also gets the timing test of :mod:`himari_env.timing` (its decisions
-    shuffled across the decision bars, ``timing_permutations`` times), under ``"timing"``."""
+    the RSS layer, also gets the timing test of :mod:`himari_env.timing` (its holding periods
+    reordered ``timing_permutations`` times), under ``"timing"``."""
     from experiments.scoreboard import flat_baseline_summaries
     from himari_env.pipeline import prepare_market
     from himari_env.risk import calibrate_risk
@@ -383,11 +395,15 @@ def baseline_table(data: Any, *, split: str = "val", seed: int = 0, fee_rate: fl
 
 __all__ = [
     "BARS_PER_YEAR",
+    "ORACLES",
     "BaselinePass",
     "BaselineSet",
+    "at_decision_interval",
+    "base_rule",
     "baseline_table",
     "best_baseline",
     "build_baselines",
+    "is_oracle",
     "ma_cross_directions",
     "momentum_directions",
     "regime_gated_directions",

@@ -288,14 +288,13 @@ def aggregate(document: dict[str, Any], *, window: str = "test") -> dict[str, di
 def fold_table(document: dict[str, Any], *, window: str = "test") -> list[dict[str, Any]]:
     """Per fold: the agent's Sharpe per seed and their median, the seed ensemble's,
     buy-and-hold's (raw and through the RSS layer) and the fold's best baseline (name, Sharpe)."""
-    from experiments.baselines import ORACLES
+    from experiments.baselines import is_oracle
 
     rows = []
     for fold in document["folds"]:
         seeds = {name: float(record["splits"][window]["agent"]["sharpe"]) for name, record in fold["seeds"].items()}
         baselines = next(iter(fold["seeds"].values()))["splits"][window]["baselines"]
-        candidates = {name: float(m["sharpe"]) for name, m in baselines.items() if name.split("@")[0].split("+")[0]
-                      not in ORACLES}
+        candidates = {name: float(m["sharpe"]) for name, m in baselines.items() if not is_oracle(name)}
         best = max(candidates, key=lambda name: candidates[name])
         rows.append({"fold": fold["fold"], "seeds": seeds, "agent_median": float(np.median(list(seeds.values()))),
                      "ensemble": (float(fold["ensemble"]["splits"][window]["agent"]["sharpe"])

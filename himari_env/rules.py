@@ -30,3 +30,14 @@ def regime_gated_directions(regime_ids: ArrayLike) -> np.ndarray:
     """Long except in HIGH_VOL and CRISIS (flat there)."""
     regimes = np.asarray(regime_ids)
     return np.where((regimes == HIGH_VOL) | (regimes == CRISIS), 0, 1).astype(np.int8)
+
+
+def held_decisions(decision_bars: ArrayLike, directions: ArrayLike, *, n_bars: int, stop: int) -> np.ndarray:
+    """Hourly directions, int8 (n_bars,): ``directions[k]`` from ``decision_bars[k]`` until the
+    next decision bar (the last until ``stop``), 0 elsewhere. ``decision_bars`` strictly
+    increasing, below ``stop <= n_bars``."""
+    bars = np.asarray(decision_bars, dtype=np.int64)
+    hourly = np.zeros(n_bars, dtype=np.int8)
+    ends = np.append(bars[1:], stop)
+    hourly[bars[0]:stop] = np.repeat(np.asarray(directions, dtype=np.int8), ends - bars)
+    return hourly

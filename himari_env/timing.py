@@ -36,6 +36,7 @@ from himari_env.constants import ACTION_DIRECTIONS, BARS_PER_YEAR
 from himari_env.metrics import sharpe_ratio
 from himari_env.risk.backtest import run_backtest
 from himari_env.risk.engine import RiskEngine
+from himari_env.rules import held_decisions
 
 __all__ = ["DEFAULT_PERMUTATIONS", "TimingTest", "directions_from_actions", "reorder_runs", "timing_permutation_test"]
 
@@ -111,13 +112,6 @@ def reorder_runs(directions: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return np.repeat(values, lengths).astype(np.int8)
 
 
-def _hourly(decision_bars: np.ndarray, directions: np.ndarray, n_bars: int, stop: int) -> np.ndarray:
-    hourly = np.zeros(n_bars, dtype=np.int8)
-    ends = np.append(decision_bars[1:], stop)
-    hourly[decision_bars[0]:stop] = np.repeat(directions, ends - decision_bars)
-    return hourly
-
-
 def timing_permutation_test(
     returns: ArrayLike,
     regime_ids: ArrayLike,
@@ -179,7 +173,7 @@ def timing_permutation_test(
     start = int(bars[0])
 
     def sharpe_of(order: np.ndarray) -> float:
-        result = run_backtest(flows, _hourly(bars, order, flows.size, stop), regime_ids, start=start, stop=stop,
+        result = run_backtest(flows, held_decisions(bars, order, n_bars=flows.size, stop=stop), regime_ids, start=start, stop=stop,
                               config=None, fee_rate=fee_rate, max_leverage=max_leverage, engine=engine)
         return sharpe_ratio(result.equity, bars_per_year=bars_per_year)
 

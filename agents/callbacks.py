@@ -415,7 +415,8 @@ class ValidationCallback(BaseCallback):
     ----------
     make_eval_env : callable
         Builds the validation env (e.g. the stack on ``split="val"`` with
-        ``episode_length=None``: one full pass); called once, at the first evaluation.
+        ``episode_length=None``: one full pass); called once, at the first evaluation (with
+        ``sleeves > 1``: once per sleeve, with the bars its first decision is held).
     eval_freq : int
         Timesteps (summed over envs) between evaluations; > 0.
     best_model_dir : path
@@ -439,11 +440,18 @@ class ValidationCallback(BaseCallback):
     state_path : path or None
         Where to write the state (:class:`~himari_env.artifacts.ValidationState` JSON, the
         run bundle's ``validation.json``) after every evaluation.
+    sleeves : int
+        Staggered sleeves (:mod:`agents.sleeves`; ``train.sleeves``): with more than one, each
+        evaluation runs the policy on ``sleeves`` decision grids offset by
+        ``decision_interval / sleeves`` bars, built by ``make_eval_env(first_bars)``, and the
+        metrics are those of the sleeves' combined account. 1: the one pass of ``make_eval_env()``.
+    decision_interval : int
+        Bars per decision of the validation env (needed with ``sleeves > 1``).
     """
 
     def __init__(
         self,
-        make_eval_env: Callable[[], gym.Env],
+        make_eval_env: Callable[..., gym.Env],
         *,
         eval_freq: int,
         best_model_dir: str | Path,
@@ -455,9 +463,18 @@ class ValidationCallback(BaseCallback):
         state: ValidationState | None = None,
         state_path: str | Path | None = None,
         verbose: int = 0,
+        sleeves: int = 1,
+        decision_interval: int = 1,
     ) -> None:
         super().__init__(verbose)
         self.eligible_hold_range = eligible_hold_range
+        if sleeves > 1:
+            from agents.sleeves import sleeve_phases
+
+            sleeve_phases(decision_interval, sleeves)  # raises on an impossible combination
+        self.sleeves = int(sleeves)
+        self.decision_interval = int(decision_interval)
+        self._sleeve_envs: list[gym.Env] | None = None
         if metric not in VALIDATION_METRICS:
             raise ValueError(f"metric must be one of {list(VALIDATION_METRICS)}, got {metric!r}")
         if eval_freq < 1:
@@ -489,6 +506,22 @@ class ValidationCallback(BaseCallback):
             if self.history:
                 self._last_eval_timesteps = int(self.history[-1]["num_timesteps"])
 
+    def _validation_pass(self, seed: int) -> PolicyPass:
+        if self.sleeves == 1:
+            if self._eval_env is None:
+                self._eval_env = self.make_eval_env()
+            return run_deterministic_pass(self.model, self._eval_env, seed=seed)
+        from agents.sleeves import run_sleeved_pass, sleeve_phases
+
+        if self._sleeve_envs is None:
+            self._sleeve_envs = [self.make_eval_env(phase or self.decision_interval)
+                                 for phase in sleeve_phases(self.decision_interval, self.sleeves)]
+        model = self.model
+        sleeved = run_sleeved_pass(self.make_eval_env, lambda obs, bar: model.predict(obs, deterministic=True)[0],
+                                   decision_interval=self.decision_interval, sleeves=self.sleeves, seed=seed,
+                                   envs=self._sleeve_envs)
+        return sleeved.combined()
+
     @property
     def state(self) -> ValidationState:
         """The current selection state (what a resumed run continues from)."""
@@ -508,12 +541,7 @@ class ValidationCallback(BaseCallback):
 
     def evaluate(self) -> dict[str, Any]:
         """Run the evaluation now; returns the record appended to ``evaluations.json``."""
-        if self._eval_env is None:
-            self._eval_env = self.make_eval_env()
-        passes = [
-            run_deterministic_pass(self.model, self._eval_env, seed=self.seed + episode)
-            for episode in range(self.n_episodes)
-        ]
+        passes = [self._validation_pass(self.seed + episode) for episode in range(self.n_episodes)]
         summaries = [performance_summary(p.equity, p.positions) for p in passes]
         for summary, policy_pass in zip(summaries, passes, strict=True):
             summary["mean_reward"] = float(np.mean(policy_pass.rewards))
@@ -671,7 +699,7 @@ def make_training_callbacks(
     config: ExperimentConfig,
     *,
     run_dir: str | Path,
-    make_eval_env: Callable[[], gym.Env] | None,
+    make_eval_env: Callable[..., gym.Env] | None,
     validation_state: ValidationState | None = None,
 ) -> CallbackList:
     """The standard callback set for a run, from ``config.train``.
@@ -708,6 +736,8 @@ def make_training_callbacks(
                 state=validation_state,
                 state_path=RunArtifacts.validation_path(run_dir),
                 verbose=train.verbose,
+                sleeves=train.sleeves,
+                decision_interval=config.env.decision_interval,
             )
         )
     if train.checkpoint_freq > 0:

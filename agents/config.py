@@ -329,6 +329,13 @@ class TrainConfig:
     moves a few numbers per env step; needs the batched env, also for one env; validation and
     evaluation show the single env's observation as a bar index,
     :class:`wrappers.index_observation.BarIndexObservation`).
+
+    ``sleeves`` (default 1): validation, evaluation and the walk-forward run the policy as
+    that many staggered sleeves of equal capital, their decision grids offset by
+    ``env.decision_interval / sleeves`` bars (:mod:`agents.sleeves`), so neither model
+    selection nor the scoreboard rests on the one grid the split's first bar happens to
+    fix; training is unchanged (its episodes start at random bars). At most the decision
+    interval.
     """
 
     seed: int = 0
@@ -351,9 +358,11 @@ class TrainConfig:
     runs_dir: str = "runs"
     verbose: int = 1
     torch_threads: int | None = None
+    sleeves: int = 1
 
     def __post_init__(self) -> None:
         _require(self.seed >= 0, "train.seed", f"must be >= 0, got {self.seed}")
+        _require(self.sleeves >= 1, "train.sleeves", f"must be >= 1 staggered sleeve, got {self.sleeves}")
         _require(
             self.total_timesteps >= 1,
             "train.total_timesteps",
@@ -527,6 +536,11 @@ class ExperimentConfig:
                 UserWarning,
                 stacklevel=3,
             )
+        _require(self.train.sleeves <= self.env.decision_interval, "train.sleeves",
+                 f"must not exceed env.decision_interval ({self.env.decision_interval} bars), got "
+                 f"{self.train.sleeves}: two sleeves would share a decision grid")
+        _require(self.train.sleeves == 1 or self.algo == "ppo", "train.sleeves",
+                 "staggered sleeves are for the PPO direction agent (algo 'ppo')")
         if self.train.collapse_source == "eval":
             _require(
                 self.train.eval_freq > 0,

@@ -259,16 +259,21 @@ class BaselinePass:
         return performance_summary(self.equity, self.positions)
 
 
-def at_decision_interval(directions: np.ndarray, *, start: int, stop: int, interval: int) -> np.ndarray:
+def at_decision_interval(directions: np.ndarray, *, start: int, stop: int, interval: int,
+                         phase: int = 0) -> np.ndarray:
     """``directions`` read only at the decision bars ``start, start + interval, ...`` and held
     until the next one (bars ``start .. stop - 1``; the rest unchanged): the rule at an agent's
-    decision cadence. int8 (n,)."""
+    decision cadence. ``phase`` (``0 <= phase < interval``): the grid of one staggered sleeve
+    (:mod:`agents.sleeves`), ``start, start + phase, start + phase + interval, ...``. int8 (n,)."""
     if interval < 1:
         raise ValueError(f"interval must be >= 1 bar, got {interval}")
+    if not 0 <= phase < interval:
+        raise ValueError(f"phase must be in [0, {interval}), got {phase}")
     out = np.array(directions, dtype=np.int8, copy=True)
     if stop <= start:
         return out
-    bars = np.arange(start, stop, interval)
+    bars = np.arange(start + (phase or interval), stop, interval)
+    bars = np.concatenate(([start], bars)).astype(np.int64)
     out[start:stop] = held_decisions(bars, out[bars], n_bars=out.size, stop=stop)[start:stop]
     return out
 
@@ -285,7 +290,7 @@ def base_rule(name: str) -> str:
 
 def run_baselines(baselines: BaselineSet, prepared: Any, *, start: int, stop: int, regime_ids: np.ndarray,
                   risk_config: Any | None, fee_rate: float, max_leverage: float,
-                  decision_interval: int = 1) -> dict[str, dict[str, BaselinePass]]:
+                  decision_interval: int = 1, sleeves: int = 1) -> dict[str, dict[str, BaselinePass]]:
     """Trade every baseline over decision bars ``start .. stop - 1``.
 
     Returns ``{name: {"raw": pass, "rss": pass}}`` (``rss`` only with a risk config, and
@@ -293,7 +298,10 @@ def run_baselines(baselines: BaselineSet, prepared: Any, *, start: int, stop: in
     agent that decides every that many bars), every direction baseline that changes its mind
     over the pass (not ``flat`` nor ``buy_and_hold``) is also traded at that cadence as
     ``name@<interval>`` (:func:`at_decision_interval`): the same rule under the agent's
-    constraint, so the comparison isolates what the agent learned.
+    constraint, so the comparison isolates what the agent learned. With ``sleeves`` > 1 (a
+    staggered agent, :mod:`agents.sleeves`) each such rule is also traded as that many
+    staggered sleeves, ``name@<interval>x<sleeves>``: the mean of the sleeves' equity curves,
+    each sleeve through its own RSS layer, as the agent's.
     """
     from himari_env.risk.backtest import run_backtest
     from himari_env.risk.engine import RiskEngine
@@ -301,20 +309,34 @@ def run_baselines(baselines: BaselineSet, prepared: Any, *, start: int, stop: in
     returns = np.asarray(prepared.market.returns, dtype=np.float64)
     engine = None if risk_config is None else RiskEngine(risk_config, returns, max_leverage=max_leverage)
     out: dict[str, dict[str, BaselinePass]] = {}
-    rules = dict(baselines.directions)
+    rules: dict[str, list[np.ndarray]] = {name: [directions] for name, directions in baselines.directions.items()}
     if decision_interval > 1:
-        rules |= {f"{name}@{decision_interval}": at_decision_interval(directions, start=start, stop=stop,
-                                                                      interval=decision_interval)
-                  for name, directions in baselines.directions.items()
-                  if not is_oracle(name) and np.any(directions[start:stop] != directions[start])}
-    for name, directions in rules.items():
-        raw = run_backtest(returns, directions, regime_ids, start=start, stop=stop, config=None,
-                           fee_rate=fee_rate, max_leverage=max_leverage)
-        out[name] = {"raw": BaselinePass(raw.equity, raw.positions)}
+        changing = {name: directions for name, directions in baselines.directions.items()
+                    if not is_oracle(name) and np.any(directions[start:stop] != directions[start])}
+        rules |= {f"{name}@{decision_interval}": [at_decision_interval(directions, start=start, stop=stop,
+                                                                       interval=decision_interval)]
+                  for name, directions in changing.items()}
+        if sleeves > 1:
+            from agents.sleeves import sleeve_phases
+
+            phases = sleeve_phases(decision_interval, sleeves)
+            rules |= {f"{name}@{decision_interval}x{sleeves}": [
+                at_decision_interval(directions, start=start, stop=stop, interval=decision_interval, phase=phase)
+                for phase in phases] for name, directions in changing.items()}
+
+    def traded(grids: list[np.ndarray], sizing: Any) -> BaselinePass:
+        results = [run_backtest(returns, directions, regime_ids, start=start, stop=stop, config=None,
+                                fee_rate=fee_rate, max_leverage=max_leverage, engine=sizing) for directions in grids]
+        if len(results) == 1:
+            return BaselinePass(results[0].equity, results[0].positions)
+        # as agents.sleeves.SleevedPass: exact equity, the positions' equal-weight mean
+        return BaselinePass(results[0].equity[0] * np.mean([r.equity / r.equity[0] for r in results], axis=0),
+                            np.mean([r.positions for r in results], axis=0))
+
+    for name, grids in rules.items():
+        out[name] = {"raw": traded(grids, None)}
         if engine is not None and base_rule(name) not in ("flat", "random"):
-            sized = run_backtest(returns, directions, regime_ids, start=start, stop=stop, config=None,
-                                 fee_rate=fee_rate, max_leverage=max_leverage, engine=engine)
-            out[name]["rss"] = BaselinePass(sized.equity, sized.positions)
+            out[name]["rss"] = traded(grids, engine)
     for name, positions in baselines.positions.items():
         equity, held = _position_pass(returns, positions, start, stop, fee_rate, max_leverage)
         out[name] = {"raw": BaselinePass(equity, held)}

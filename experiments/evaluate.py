@@ -30,6 +30,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ import numpy as np
 from experiments.baselines import build_baselines
 from experiments.scoreboard import passes_for_curves, score_pass
 from himari_env.constants import ACTION_NAMES, REGIME_NAMES
-from himari_env.timing import directions_from_actions, timing_permutation_test
+from himari_env.timing import directions_from_actions, sleeved_timing_permutation_test
 
 #: Baselines whose equity curves are kept in ``equity_<split>.npz`` and plotted.
 CURVE_BASELINES = ("buy_and_hold", "flat", "momentum_24_ls", "momentum_168_ls")
@@ -80,7 +81,7 @@ def format_action_distribution(table: dict[str, dict[str, float]]) -> str:
 def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None = None,
                  model_name: str = "best/best_model.zip", write: bool = True,
                  frame: Any = None, record_test_look: bool = True, ensemble: bool = False,
-                 ensemble_seeds: Sequence[int] | None = None) -> dict[str, Any]:
+                 ensemble_seeds: Sequence[int] | None = None, sleeves: int | None = None) -> dict[str, Any]:
     """Evaluate the run in ``run_dir``; see the module docstring. Returns the report dict.
 
     ``ensemble``: ``run_dir`` is a folder of seed runs (``himari train --seeds`` output or a
@@ -91,7 +92,11 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
 
     ``frame`` (a canonical OHLCV frame) gives the run's training bars when they were not
     loaded from ``config.env.data`` (``train(..., frame=...)``, e.g. a walk-forward fold);
-    it must be the frame the run bundle was fitted on. ``record_test_look``: append a
+    it must be the frame the run bundle was fitted on. ``sleeves``: evaluate the run's model
+    as that many staggered sleeves (:mod:`agents.sleeves`) instead of its configuration's
+    ``train.sleeves``; when they differ the report goes to ``<run_dir>/sleeves<K>`` and a test
+    look is recorded under the configuration with ``train.sleeves: K`` (another policy).
+    ``record_test_look``: append a
     ``test_look`` line to the trials ledger for each pass over test or unseen data (default;
     the walk-forward's fold windows are recorded with their training lines instead).
     """
@@ -118,6 +123,15 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
                                 "himari train --run-dir DIR")
     config = ExperimentConfig.from_dict(json.loads((run_dir / "config.json").read_text()),
                                         source=str(run_dir / "config.json"))
+    sleeve_tag = None
+    if sleeves is not None and sleeves != config.train.sleeves:
+        if config.algo != "ppo":
+            raise ValueError(f"--sleeves is for PPO direction runs; {run_dir} is algo {config.algo!r}")
+        document = config.to_dict()
+        config = ExperimentConfig.from_dict({**document, "train": {**document["train"], "sleeves": int(sleeves)}},
+                                            source=f"{run_dir / 'config.json'} with --sleeves {sleeves}")
+        sleeve_tag = f"sleeves{sleeves}"
+        output_dir = output_dir / sleeve_tag
     if config.algo == "recurrent_ppo" and not ensemble:  # the L3 sizer: L3 against delta = 0 (experiments/sizer_eval.py)
         from experiments.sizer_eval import evaluate_sizer_run
 
@@ -158,11 +172,12 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
     env_kwargs.pop("data")
     env_kwargs.pop("seed")
 
-    def make_env(prepared: Any, split_name: str, **overrides: Any) -> Any:
+    def make_env(prepared: Any, split_name: str, first_decision_bars: int | None = None) -> Any:
         from experiments.train import with_observation_mode
 
-        kwargs = {**env_kwargs, "split": split_name, "episode_length": None, **overrides}
-        return with_observation_mode(make_himari_env(prepared, **kwargs, artifacts=bundle), config)
+        kwargs = {**env_kwargs, "split": split_name, "episode_length": None}
+        return with_observation_mode(make_himari_env(prepared, **kwargs, artifacts=bundle,
+                                                     first_decision_bars=first_decision_bars), config)
 
     probe = DummyVecEnv([lambda: make_env(in_sample, "test")])
     model: Any = load_ppo(model_path, probe, config, seed=config.train.seed)
@@ -190,10 +205,20 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
     planted = _planted(config)
     baseline_sets: dict[int, Any] = {}
     supervised_fit: Any = True
+    sleeves = config.train.sleeves
     for label, prepared, split_name in passes:
-        env = make_env(prepared, split_name)
-        agent = run_pass(env, agent_policy, seed=config.train.seed)
-        env.close()
+        sleeved = None
+        if sleeves > 1:
+            from agents.sleeves import run_sleeved_pass
+
+            sleeved = run_sleeved_pass(partial(make_env, prepared, split_name), agent_policy,
+                                       decision_interval=config.env.decision_interval, sleeves=sleeves,
+                                       seed=config.train.seed)
+            agent = sleeved.combined()
+        else:
+            env = make_env(prepared, split_name)
+            agent = run_pass(env, agent_policy, seed=config.train.seed)
+            env.close()
         regime_ids = prepared.regime_ids[config.env.regime_source]
         if id(prepared) not in baseline_sets:
             # Fitted baselines are fitted on the in-sample train split only and applied as they
@@ -208,7 +233,8 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
         scores = score_pass(agent.equity, agent.positions, prepared=prepared, baselines=baselines, start=start,
                             regime_ids=regime_ids, risk_config=risk_config, fee_rate=config.env.fee_rate,
                             max_leverage=config.env.max_leverage, trial_sharpes=trial_sharpes,
-                            seed=config.train.seed, decision_interval=config.env.decision_interval)
+                            seed=config.train.seed, decision_interval=config.env.decision_interval,
+                            sleeves=sleeves)
         timestamps = prepared.market.timestamps
         steps = agent.positions.size
         section = {
@@ -221,6 +247,11 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
             "reward_terms": agent.reward_terms,
             "regime_shares": {REGIME_NAMES[i]: float(np.mean(agent.regimes == i)) for i in range(len(REGIME_NAMES))},
         }
+        if sleeved is not None:
+            from himari_env.metrics import sharpe_ratio
+
+            section["sleeves"] = {"count": sleeves, "phases": list(sleeved.phases),
+                                  "sharpe": [sharpe_ratio(p.equity) for p in sleeved.sleeves]}
         report["splits"][label] = section
         # Curves are hourly (one value per bar); with a decision interval the agent's actions
         # are per decision (``decision_bars``).
@@ -228,6 +259,8 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
         curves[label] = {"agent_equity": agent.equity, "agent_positions": agent.positions,
                          "bar_indices": hourly_bars, "regimes": np.asarray(regime_ids)[hourly_bars],
                          "actions": agent.actions, "decision_bars": agent.bar_indices}
+        if sleeved is not None:  # which sleeve made each decision (himari timing splits them again)
+            curves[label]["decision_sleeves"] = sleeved.decision_sleeves()
         for name, record in passes_for_curves(baselines, prepared, start=start, steps=steps, regime_ids=regime_ids,
                                               risk_config=risk_config, fee_rate=config.env.fee_rate,
                                               max_leverage=config.env.max_leverage, names=CURVE_BASELINES).items():
@@ -241,19 +274,22 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
         if label in ("test", "unseen") and write and record_test_look:
             from experiments.ledger import record_test_look as append_test_look
 
+            tags = [tag for tag in ("seed-ensemble" if members else None, sleeve_tag) if tag]
             append_test_look(ledger_file, run_dir=output_dir, config=config.to_dict(), split=label,
-                             sharpe=section["agent"]["sharpe"], tag="seed-ensemble" if members else None)
+                             sharpe=section["agent"]["sharpe"], tag=",".join(tags) or None)
         if label != "train":  # the policy was fitted on train: its timing there says nothing
             # After the ledger line: a failure here must not leave a test look unrecorded.
-            section["timing"] = timing_permutation_test(
-                prepared.market.returns, regime_ids, decision_bars=agent.bar_indices,
-                directions=directions_from_actions(agent.actions), stop=start + steps, risk_config=risk_config,
+            section["timing"] = sleeved_timing_permutation_test(
+                prepared.market.returns, regime_ids, sleeves=[
+                    (p.bar_indices, directions_from_actions(p.actions))
+                    for p in (sleeved.sleeves if sleeved is not None else (agent,))],
+                stop=start + steps, risk_config=risk_config,
                 fee_rate=config.env.fee_rate, max_leverage=config.env.max_leverage,
                 policy_sharpe=scores["agent"]["sharpe"], seed=config.train.seed).to_dict()
     report["ledger"] = {"path": str(ledger_file), "trials": len(trial_sharpes)}
     report["hold_table"] = hold_table(report)
     if write:
-        output_dir.mkdir(exist_ok=True)
+        output_dir.mkdir(parents=True, exist_ok=True)
         write_report(output_dir, report, curves, passes)
     return report
 
@@ -458,6 +494,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ensemble", action="store_true",
                         help="RUN_DIR is a folder of seed runs (himari train --seeds, or a walk-forward fold): "
                              "evaluate their soft-vote seed ensemble; the report goes to RUN_DIR/ensemble")
+    parser.add_argument("--sleeves", type=int, metavar="K",
+                        help="evaluate the model as K staggered sleeves (decision grids offset by "
+                             "decision_interval/K bars, equal capital; see README 'Staggered sleeves') instead of "
+                             "the run's train.sleeves; the report goes to RUN_DIR/sleevesK (default: the run's own)")
     parser.add_argument("--full", action="store_true",
                         help="print report.md (every baseline, raw and +rss, significance, actions by regime) "
                              "instead of the short summary (default: the summary; report.md is always written)")
@@ -466,7 +506,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     report = evaluate_run(args.run_dir, split=args.split, data=args.data, model_name=args.model,
-                          ensemble=getattr(args, "ensemble", False))
+                          ensemble=getattr(args, "ensemble", False), sleeves=getattr(args, "sleeves", None))
     if args.json:
         from experiments.commands._output import to_json
 

@@ -71,6 +71,9 @@ def config_hash(config: Mapping[str, Any]) -> str:
     if isinstance(env, dict) and env.get("feature_set") == "standard":
         # the same for the default feature set (added after the first ledger lines)
         document["env"] = {key: value for key, value in env.items() if key != "feature_set"}
+    if document["train"].get("sleeves") == 1:
+        # one sleeve is the plain pass (train.sleeves added after the first ledger lines)
+        document["train"].pop("sleeves")
     text = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

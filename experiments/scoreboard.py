@@ -33,18 +33,19 @@ def flat_baseline_summaries(passes: dict[str, dict[str, Any]]) -> dict[str, dict
 def score_pass(agent_equity: np.ndarray, agent_positions: np.ndarray, *, prepared: Any, baselines: BaselineSet,
                start: int, regime_ids: np.ndarray, risk_config: Any | None, fee_rate: float, max_leverage: float,
                trial_sharpes: list[float] | None = None, seed: int = 0,
-               bootstrap_resamples: int = 2000, decision_interval: int = 1) -> dict[str, Any]:
+               bootstrap_resamples: int = 2000, decision_interval: int = 1, sleeves: int = 1) -> dict[str, Any]:
     """The scoreboard of one pass that decided at bars ``start .. start + steps - 1``.
 
     ``agent_equity`` (steps + 1,) and ``agent_positions`` (steps,) are the agent's hourly
     equity and positions (the core env's); ``decision_interval``: the agent's, which adds every
-    rule at that cadence (``name@<interval>``). Returns ``{"agent", "baselines",
+    rule at that cadence (``name@<interval>``); ``sleeves``: the agent's staggered sleeves,
+    which adds the rules as that many sleeves (``name@<interval>x<sleeves>``). Returns ``{"agent", "baselines",
     "significance", "best_baseline"}``, JSON-ready.
     """
     steps = int(np.asarray(agent_positions).size)
     passes = run_baselines(baselines, prepared, start=start, stop=start + steps, regime_ids=regime_ids,
                            risk_config=risk_config, fee_rate=fee_rate, max_leverage=max_leverage,
-                           decision_interval=decision_interval)
+                           decision_interval=decision_interval, sleeves=sleeves)
     summaries = flat_baseline_summaries(passes)
     nested = {name: {variant: summaries[name if variant == "raw" else f"{name}{RSS_SUFFIX}"] for variant in variants}
               for name, variants in passes.items()}

@@ -1,7 +1,8 @@
 """``himari timing RUN_DIR --split S``: the timing test of a pass that ``himari evaluate`` saved
 (also for runs evaluated before the test existed).
 
-The decisions are read from ``RUN_DIR/equity_<split>.npz`` (``actions``, ``decision_bars``),
+The decisions are read from ``RUN_DIR/equity_<split>.npz`` (``actions``, ``decision_bars`` and,
+for a staggered policy, ``decision_sleeves``),
 so no policy is run again and no test look is added to the ledger: this only asks of a pass
 already scored whether its Sharpe came from its timing or from its exposure
 (:mod:`himari_env.timing`). The market, regimes and RSS layer are rebuilt from the run bundle,
@@ -20,15 +21,18 @@ from himari_env.timing import (
     DEFAULT_PERMUTATIONS,
     TimingTest,
     directions_from_actions,
-    timing_permutation_test,
+    sleeved_timing_permutation_test,
 )
 
 
 def _config_run(run_dir: Path) -> Path:
     """The folder holding the config and bundle: ``run_dir``, or for a seed ensemble's report
-    folder (``DIR/ensemble``) its first seed run."""
+    folder (``DIR/ensemble``) its first seed run, or for a report of ``himari evaluate
+    --sleeves K`` (``RUN/sleevesK``) the run's."""
     if (run_dir / "config.json").is_file():
         return run_dir
+    if run_dir.name.startswith("sleeves") and run_dir.name[7:].isdigit():
+        return _config_run(run_dir.parent)
     if run_dir.name == "ensemble":
         from agents.ensemble import seed_runs
 
@@ -66,15 +70,17 @@ def saved_pass_timing(run_dir: str | Path, *, split: str = "test", data: str | N
             raise ValueError(f"{curves_file} has no decision_bars (written by an older himari evaluate): "
                              f"run himari evaluate {run_dir} again to save them")
         equity, actions, decision_bars = curves["agent_equity"], curves["actions"], curves["decision_bars"]
+        owners = curves["decision_sleeves"] if "decision_sleeves" in curves.files else np.zeros(actions.size, np.int64)
         steps = int(curves["agent_positions"].size)
     if seed is None:  # the seed the report's own test used, when there is one
         report_file = run_dir / "report.json"
         stored = json.loads(report_file.read_text()).get("splits", {}).get(split, {}) if report_file.is_file() else {}
         seed = stored.get("timing", {}).get("seed")
     start = int(decision_bars[0])
-    return timing_permutation_test(
-        prepared.market.returns, prepared.regime_ids[config.env.regime_source], decision_bars=decision_bars,
-        directions=directions_from_actions(actions), stop=start + steps,
+    directions = directions_from_actions(actions)
+    sleeves = [(decision_bars[owners == j], directions[owners == j]) for j in np.unique(owners)]
+    return sleeved_timing_permutation_test(
+        prepared.market.returns, prepared.regime_ids[config.env.regime_source], sleeves=sleeves, stop=start + steps,
         risk_config=bundle.risk_config if config.env.risk else None, fee_rate=config.env.fee_rate,
         max_leverage=config.env.max_leverage, policy_sharpe=sharpe_ratio(equity), n_permutations=n_permutations,
         seed=config.train.seed if seed is None else seed)

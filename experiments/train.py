@@ -247,9 +247,9 @@ def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, over
         )
     model, steps_done = build_or_resume(build_ppo, load_ppo, vec_env, config, run_dir=run_dir, resume=resume)
 
-    def make_validation_env():
+    def make_validation_env(first_decision_bars: int | None = None):
         env = make_himari_env(prepared, **{**env_kwargs, "split": config.train.eval_split, "episode_length": None},
-                              artifacts=bundle)
+                              artifacts=bundle, first_decision_bars=first_decision_bars)
         return with_observation_mode(env, config)
 
     callbacks = make_training_callbacks(config, run_dir=run_dir, make_eval_env=make_validation_env,

@@ -26,6 +26,7 @@ test always compares like with like.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +39,8 @@ from himari_env.risk.backtest import run_backtest
 from himari_env.risk.engine import RiskEngine
 from himari_env.rules import held_decisions
 
-__all__ = ["DEFAULT_PERMUTATIONS", "TimingTest", "directions_from_actions", "reorder_runs", "timing_permutation_test"]
+__all__ = ["DEFAULT_PERMUTATIONS", "TimingTest", "directions_from_actions", "reorder_runs",
+           "sleeved_timing_permutation_test", "timing_permutation_test"]
 
 #: Reorderings per test: p-values in steps of 1/201; about a second per 1,000 hourly bars of
 #: the pass with the RSS layer (each reordering is a full backtest over the pass's bars).
@@ -154,45 +156,90 @@ def timing_permutation_test(
     -------
     TimingTest
     """
+    return sleeved_timing_permutation_test(
+        returns, regime_ids, sleeves=[(decision_bars, directions)], stop=stop, risk_config=risk_config,
+        fee_rate=fee_rate, max_leverage=max_leverage, policy_sharpe=policy_sharpe,
+        n_permutations=n_permutations, seed=seed, bars_per_year=bars_per_year)
+
+
+def sleeved_timing_permutation_test(
+    returns: ArrayLike,
+    regime_ids: ArrayLike,
+    *,
+    sleeves: Sequence[tuple[ArrayLike, ArrayLike]],
+    stop: int,
+    risk_config: Any | None,
+    fee_rate: float,
+    max_leverage: float,
+    policy_sharpe: float | None = None,
+    n_permutations: int = DEFAULT_PERMUTATIONS,
+    seed: int = 0,
+    bars_per_year: int = BARS_PER_YEAR,
+) -> TimingTest:
+    """:func:`timing_permutation_test` for a staggered policy (:mod:`agents.sleeves`): each
+    sleeve's ``(decision_bars, directions)`` is reordered on its own (the generator draws the
+    sleeves in order), each sleeve is traded through its own RSS layer on equal capital, and
+    the Sharpe is that of the mean of the sleeves' equity curves, as the policy's own pass
+    computes it. One sleeve is :func:`timing_permutation_test` (the same draws). The counts of
+    the result (decisions, holding periods, long and short shares) are over all sleeves."""
     flows = np.asarray(returns, dtype=np.float64)
-    raw_bars = np.asarray(decision_bars)
-    if raw_bars.size and not np.issubdtype(raw_bars.dtype, np.integer):
-        raise ValueError(f"decision_bars must be integers (bar indices), got dtype {raw_bars.dtype}")
-    bars = raw_bars.astype(np.int64)
-    chosen = np.asarray(directions, dtype=np.int8)
-    if bars.ndim != 1 or bars.size == 0 or bars.shape != chosen.shape:
-        raise ValueError(f"decision_bars and directions must be 1-d of one length >= 1, got {bars.shape} and {chosen.shape}")
-    if np.any(np.diff(bars) <= 0) or bars[0] < 0 or stop <= bars[-1] or stop > flows.size - 1:
-        raise ValueError(f"decision_bars must increase strictly inside [0, stop) and stop <= {flows.size - 1}, "
-                         f"got bars {bars[0]}..{bars[-1]} and stop {stop}")
-    if not np.isin(chosen, (-1, 0, 1)).all():
-        raise ValueError("directions must be -1, 0 or 1")
+    if len(sleeves) < 1:
+        raise ValueError("sleeves must hold at least one (decision_bars, directions) pair")
+    decisions: list[tuple[np.ndarray, np.ndarray]] = []
+    for raw_bars_like, directions in sleeves:
+        raw_bars = np.asarray(raw_bars_like)
+        if raw_bars.size and not np.issubdtype(raw_bars.dtype, np.integer):
+            raise ValueError(f"decision_bars must be integers (bar indices), got dtype {raw_bars.dtype}")
+        bars = raw_bars.astype(np.int64)
+        chosen = np.asarray(directions, dtype=np.int8)
+        if bars.ndim != 1 or bars.size == 0 or bars.shape != chosen.shape:
+            raise ValueError(f"decision_bars and directions must be 1-d of one length >= 1, got {bars.shape} and "
+                             f"{chosen.shape}")
+        if np.any(np.diff(bars) <= 0) or bars[0] < 0 or stop <= bars[-1] or stop > flows.size - 1:
+            raise ValueError(f"decision_bars must increase strictly inside [0, stop) and stop <= {flows.size - 1}, "
+                             f"got bars {bars[0]}..{bars[-1]} and stop {stop}")
+        if not np.isin(chosen, (-1, 0, 1)).all():
+            raise ValueError("directions must be -1, 0 or 1")
+        decisions.append((bars, chosen))
+    if len({int(bars[0]) for bars, _ in decisions}) != 1:
+        raise ValueError("every sleeve must decide at the pass's first bar (one start, equal capital)")
     if n_permutations < 1:
         raise ValueError(f"n_permutations must be >= 1, got {n_permutations}")
     engine = None if risk_config is None else RiskEngine(risk_config, flows, max_leverage=max_leverage)
-    start = int(bars[0])
+    start = int(decisions[0][0][0])
 
-    def sharpe_of(order: np.ndarray) -> float:
-        result = run_backtest(flows, held_decisions(bars, order, n_bars=flows.size, stop=stop), regime_ids, start=start, stop=stop,
-                              config=None, fee_rate=fee_rate, max_leverage=max_leverage, engine=engine)
-        return sharpe_ratio(result.equity, bars_per_year=bars_per_year)
+    def equity_of(bars: np.ndarray, order: np.ndarray) -> np.ndarray:
+        result = run_backtest(flows, held_decisions(bars, order, n_bars=flows.size, stop=stop), regime_ids,
+                              start=start, stop=stop, config=None, fee_rate=fee_rate, max_leverage=max_leverage,
+                              engine=engine)
+        return np.asarray(result.equity / result.equity[0], dtype=np.float64)
 
-    replayed = sharpe_of(chosen)
+    def sharpe_of(orders: Sequence[np.ndarray]) -> float:
+        equity = np.mean([equity_of(bars, order) for (bars, _), order in zip(decisions, orders, strict=True)], axis=0)
+        return sharpe_ratio(equity, bars_per_year=bars_per_year)
+
+    replayed = sharpe_of([chosen for _, chosen in decisions])
     if policy_sharpe is not None and not abs(replayed - policy_sharpe) <= 1e-6 * max(1.0, abs(policy_sharpe)):
         raise ValueError(f"the replay of the policy's decisions has Sharpe {replayed:.6f}, its pass {policy_sharpe:.6f}: "
                          "the decisions, risk config or market do not belong to that pass")
     rng = np.random.default_rng(seed)
-    n_runs = int(np.count_nonzero(np.diff(chosen))) + 1
-    values_seen = np.unique(chosen[np.concatenate(([0], np.flatnonzero(np.diff(chosen)) + 1))], return_counts=True)[1]
-    if values_seen.max() < 2:
+
+    def reorderable(chosen: np.ndarray) -> bool:
+        firsts = chosen[np.concatenate(([0], np.flatnonzero(np.diff(chosen)) + 1))]
+        return bool(np.unique(firsts, return_counts=True)[1].max() >= 2)
+
+    if not any(reorderable(chosen) for _, chosen in decisions):
         shuffled = np.full(n_permutations, replayed)  # one stretch per direction: nothing to reorder
     else:
-        shuffled = np.array([sharpe_of(reorder_runs(chosen, rng)) for _ in range(n_permutations)])
+        shuffled = np.array([sharpe_of([reorder_runs(chosen, rng) for _, chosen in decisions])
+                             for _ in range(n_permutations)])
+    every = np.concatenate([chosen for _, chosen in decisions])
     q05, median, q95 = np.percentile(shuffled, [5, 50, 95])
     return TimingTest(
         sharpe=float(replayed),
         p_value=float((1 + np.count_nonzero(shuffled >= replayed)) / (1 + n_permutations)),
         shuffled_median=float(median), shuffled_q05=float(q05), shuffled_q95=float(q95),
-        n_permutations=int(n_permutations), n_decisions=int(bars.size), n_runs=n_runs,
-        long_share=float(np.mean(chosen == 1)), short_share=float(np.mean(chosen == -1)), seed=int(seed),
+        n_permutations=int(n_permutations), n_decisions=int(every.size),
+        n_runs=int(sum(np.count_nonzero(np.diff(chosen)) + 1 for _, chosen in decisions)),
+        long_share=float(np.mean(every == 1)), short_share=float(np.mean(every == -1)), seed=int(seed),
     )

@@ -139,6 +139,7 @@ def make_himari_env(
     feature_set: str = "standard",
     info_level: str = "full",
     pipeline: Any = None,
+    first_decision_bars: int | None = None,
 ) -> gym.Env:
     """Build the full HIMARI stack.
 
@@ -180,6 +181,9 @@ def make_himari_env(
         ``risk_state``), which is all the training callbacks read; observations, rewards and
         terminations are the same.
     pipeline : removed (use ``artifacts``); passing it raises a TypeError that says so.
+    first_decision_bars : bars the first decision after each reset is held (default: the
+        decision interval): one sleeve of a staggered policy (:mod:`agents.sleeves`); needs
+        ``decision_interval > 1``.
     """
     if pipeline is not None:
         raise TypeError(
@@ -192,6 +196,8 @@ def make_himari_env(
         raise ValueError(f"action_set must be one of {ACTION_SETS}, got {action_set!r}")
     if feature_set not in FEATURE_SETS:
         raise ValueError(f"feature_set must be one of {sorted(FEATURE_SETS)}, got {feature_set!r}")
+    if first_decision_bars is not None and decision_interval == 1:
+        raise ValueError("first_decision_bars needs decision_interval > 1 (hourly decisions have no grid to offset)")
     if info_level not in INFO_LEVELS:
         raise ValueError(f"info_level must be one of {INFO_LEVELS}, got {info_level!r}")
     if regime_source not in REGIME_SOURCES:
@@ -259,5 +265,5 @@ def make_himari_env(
     if decision_interval != 1:
         from wrappers.decision import DecisionInterval
 
-        env = DecisionInterval(env, decision_interval)
+        env = DecisionInterval(env, decision_interval, first_bars=first_decision_bars)
     return env

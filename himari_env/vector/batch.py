@@ -98,6 +98,10 @@ class BatchedHimariStack:
         direction_wrapper = _find(template, "DiscreteDirection")
         decision_wrapper = _find(template, "DecisionInterval")
         self.decision_interval = 1 if decision_wrapper is None else int(decision_wrapper.bars)
+        if decision_wrapper is not None and decision_wrapper.first_bars != decision_wrapper.bars:
+            raise ValueError("the batched env decides on the split's grid only (DecisionInterval first_bars "
+                             f"{decision_wrapper.first_bars} != {decision_wrapper.bars}); staggered sleeves are "
+                             "an evaluation policy: use agents.sleeves.run_sleeved_pass")
         self.context = core.context
         self.episode_length = core.episode_length
         self.fee_rate = core.fee_rate

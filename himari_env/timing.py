@@ -40,7 +40,7 @@ from himari_env.risk.engine import RiskEngine
 from himari_env.rules import held_decisions
 
 __all__ = ["DEFAULT_PERMUTATIONS", "TimingTest", "directions_from_actions", "reorder_runs",
-           "sleeved_timing_permutation_test", "timing_permutation_test"]
+           "reorder_sleeves_together", "sleeved_timing_permutation_test", "timing_permutation_test"]
 
 #: Reorderings per test: p-values in steps of 1/201; about a second per 1,000 hourly bars of
 #: the pass with the RSS layer (each reordering is a full backtest over the pass's bars).
@@ -103,7 +103,9 @@ def directions_from_actions(actions: ArrayLike) -> np.ndarray:
 
 def reorder_runs(directions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``directions`` with the lengths of its stretches of one direction permuted among the
-    stretches of the same direction (the sequence of directions it switches through kept)."""
+    stretches of the same direction (the sequence of directions it switches through kept).
+    Any integer codes work (the staggered test passes codes of direction vectors); the result
+    has the input's dtype."""
     change = np.flatnonzero(np.diff(directions)) + 1
     starts = np.concatenate(([0], change))
     lengths = np.diff(np.append(starts, directions.size))
@@ -111,7 +113,29 @@ def reorder_runs(directions: np.ndarray, rng: np.random.Generator) -> np.ndarray
     for value in np.unique(values):
         same = np.flatnonzero(values == value)
         lengths[same] = lengths[rng.permutation(same)]
-    return np.repeat(values, lengths).astype(np.int8)
+    return np.repeat(values, lengths).astype(directions.dtype)
+
+
+def _vector_codes(directions: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct direction vectors (rows: the sleeves' ``m``-th decisions; a shorter sleeve
+    padded with its last direction) and each row's code (its rank among them)."""
+    counts = [d.size for d in directions]
+    matrix = np.empty((max(counts), len(directions)), dtype=np.int8)
+    for j, chosen in enumerate(directions):
+        matrix[:, j] = np.concatenate((chosen, np.full(matrix.shape[0] - chosen.size, chosen[-1], dtype=np.int8)))
+    vectors, inverse = np.unique(matrix, axis=0, return_inverse=True)
+    return vectors, inverse.reshape(-1).astype(np.int64)
+
+
+def reorder_sleeves_together(directions: Sequence[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """The sleeves' directions (one int8 array per sleeve, decision ``m`` of each within one
+    decision interval of the others) reordered together: the stretches of equal direction
+    vectors permuted as :func:`reorder_runs` permutes one policy's stretches. Each sleeve keeps
+    its switches and its time in each direction (up to the padding of a shorter sleeve's
+    last decision); one sleeve is :func:`reorder_runs` with the same draws."""
+    vectors, codes = _vector_codes(directions)
+    rows = vectors[reorder_runs(codes, rng)]
+    return [rows[:chosen.size, j] for j, chosen in enumerate(directions)]
 
 
 def timing_permutation_test(
@@ -176,12 +200,22 @@ def sleeved_timing_permutation_test(
     seed: int = 0,
     bars_per_year: int = BARS_PER_YEAR,
 ) -> TimingTest:
-    """:func:`timing_permutation_test` for a staggered policy (:mod:`agents.sleeves`): each
-    sleeve's ``(decision_bars, directions)`` is reordered on its own (the generator draws the
-    sleeves in order), each sleeve is traded through its own RSS layer on equal capital, and
-    the Sharpe is that of the mean of the sleeves' equity curves, as the policy's own pass
-    computes it. One sleeve is :func:`timing_permutation_test` (the same draws). The counts of
-    the result (decisions, holding periods, long and short shares) are over all sleeves."""
+    """:func:`timing_permutation_test` for a staggered policy (:mod:`agents.sleeves`).
+
+    The sleeves are reordered *together*: the ``m``-th decisions of all sleeves (made within one
+    decision interval of each other) form one direction vector, and the stretches of equal
+    vectors are reordered as one policy's holding periods (:func:`reorder_runs` on the
+    vectors' codes). Each sleeve keeps its sequence of switches (its trades) and its time in
+    each direction, and the sleeves stay as correlated with each other as the policy's are.
+    Reordering each sleeve on its own would decorrelate them: the reorderings' combined
+    Sharpe would vary less than the policy's, and luck would pass for skill. Each sleeve is
+    traded through its own RSS layer on equal capital and the Sharpe is that of the mean of
+    their equity curves, as the policy's own pass computes it. One sleeve is
+    :func:`timing_permutation_test` (the same draws). The counts of the result (decisions,
+    holding periods, long and short shares) are over all sleeves. A sleeve with fewer
+    decisions than another (the last grid ends earlier) is padded with its last direction
+    for the grouping only.
+    """
     flows = np.asarray(returns, dtype=np.float64)
     if len(sleeves) < 1:
         raise ValueError("sleeves must hold at least one (decision_bars, directions) pair")
@@ -223,16 +257,13 @@ def sleeved_timing_permutation_test(
         raise ValueError(f"the replay of the policy's decisions has Sharpe {replayed:.6f}, its pass {policy_sharpe:.6f}: "
                          "the decisions, risk config or market do not belong to that pass")
     rng = np.random.default_rng(seed)
-
-    def reorderable(chosen: np.ndarray) -> bool:
-        firsts = chosen[np.concatenate(([0], np.flatnonzero(np.diff(chosen)) + 1))]
-        return bool(np.unique(firsts, return_counts=True)[1].max() >= 2)
-
-    if not any(reorderable(chosen) for _, chosen in decisions):
-        shuffled = np.full(n_permutations, replayed)  # one stretch per direction: nothing to reorder
+    codes = _vector_codes([chosen for _, chosen in decisions])[1]
+    firsts = codes[np.concatenate(([0], np.flatnonzero(np.diff(codes)) + 1))]
+    if np.unique(firsts, return_counts=True)[1].max() < 2:
+        shuffled = np.full(n_permutations, replayed)  # one stretch per vector: nothing to reorder
     else:
-        shuffled = np.array([sharpe_of([reorder_runs(chosen, rng) for _, chosen in decisions])
-                             for _ in range(n_permutations)])
+        chosen_all = [chosen for _, chosen in decisions]
+        shuffled = np.array([sharpe_of(reorder_sleeves_together(chosen_all, rng)) for _ in range(n_permutations)])
     every = np.concatenate([chosen for _, chosen in decisions])
     q05, median, q95 = np.percentile(shuffled, [5, 50, 95])
     return TimingTest(

@@ -141,13 +141,14 @@ def test_the_risk_section_is_read_strictly_and_reaches_the_risk_config(tmp_path:
         ExperimentConfig.from_dict({"risk": {"rebalance_band": 1.5}})
 
 
-def test_the_spot_preset_is_long_flat_every_72_bars_with_its_walk_forward_chosen_rss_settings() -> None:
+def test_the_spot_preset_is_long_flat_every_72_bars_in_8_sleeves_with_its_walk_forward_chosen_rss_settings() -> None:
     config = load_config(CONFIG_DIR / "cpu-small-spot.yaml")
     assert config.env.action_set == "long_flat" and config.env.decision_interval == 72
     risk = config.risk
     assert risk.drawdown_brake.thresholds == (0.10, 0.15, 0.20)
     assert risk.regime_multipliers.as_tuple() == (1.0, 1.0, 0.8, 0.5)
     assert risk.rebalance_band == 0.5
+    assert config.train.sleeves == 8  # validated and scored on 8 staggered grids
 
 
 def test_batch_size_must_divide_the_rollout() -> None:

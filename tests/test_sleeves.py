@@ -203,7 +203,7 @@ def test_the_config_refuses_more_sleeves_than_bars_per_decision_and_one_sleeve_k
         ExperimentConfig(env=EnvConfig(decision_interval=4), train=TrainConfig(sleeves=5))
     with pytest.raises(ConfigError, match=r"train\.sleeves"):
         TrainConfig(sleeves=0)
-    config = load_config(REPO_ROOT / "experiments" / "configs" / "cpu-small-spot.yaml")
+    config = load_config(REPO_ROOT / "experiments" / "configs" / "cpu-small.yaml")
     document = config.to_dict()
     assert document["train"]["sleeves"] == 1
     without = json.loads(json.dumps(document))

@@ -359,7 +359,7 @@ def best_baseline(summaries: dict[str, dict[str, dict[str, Any]]], *, metric: st
 def baseline_table(data: Any, *, split: str = "val", seed: int = 0, fee_rate: float = 0.001,
                    max_leverage: float = 1.0, risk_settings: RiskSettings | None = None,
                    decision_interval: int = 1, timing: bool = False,
-                   timing_permutations: int = 200) -> dict[str, Any]:
+                   timing_permutations: int = 200, sleeves: int = 1) -> dict[str, Any]:
     """Every baseline on ``split`` of ``data`` (``"synthetic"``, ``"planted"``, a path or a
     frame), raw and through the RSS layer calibrated on its train split; JSON-ready.
 
@@ -367,7 +367,9 @@ def baseline_table(data: Any, *, split: str = "val", seed: int = 0, fee_rate: fl
     log's RSS settings). ``decision_interval`` > 1 adds each rule at that cadence
     (``name@<interval>``, :func:`run_baselines`); with ``timing`` each of those rules, through
     the RSS layer, also gets the timing test of :mod:`himari_env.timing` (its holding periods
-    reordered ``timing_permutations`` times), under ``"timing"``."""
+    reordered ``timing_permutations`` times), under ``"timing"``. ``sleeves`` > 1 also trades
+    each of them as that many staggered sleeves (``name@<interval>x<sleeves>``, with the
+    sleeves' joint timing test under ``timing``)."""
     from experiments.scoreboard import flat_baseline_summaries
     from himari_env.pipeline import prepare_market
     from himari_env.risk import calibrate_risk
@@ -394,7 +396,7 @@ def baseline_table(data: Any, *, split: str = "val", seed: int = 0, fee_rate: fl
     stop = min(window.stop, market.close.size - 1)
     passes = run_baselines(baselines, prepared, start=window.start, stop=stop, regime_ids=regimes,
                            risk_config=risk_config, fee_rate=fee_rate, max_leverage=max_leverage,
-                           decision_interval=decision_interval)
+                           decision_interval=decision_interval, sleeves=sleeves)
     summaries = flat_baseline_summaries(passes)
     table: dict[str, Any] = {"data": str(data), "split": split,
              "period": [str(pd.Timestamp(market.timestamps[window.start])), str(pd.Timestamp(market.timestamps[stop]))],
@@ -412,6 +414,21 @@ def baseline_table(data: Any, *, split: str = "val", seed: int = 0, fee_rate: fl
                 n_permutations=timing_permutations, seed=seed).to_dict()
             for name, directions in baselines.directions.items()
             if f"{name}@{decision_interval}+rss" in summaries}
+        if sleeves > 1:
+            from agents.sleeves import sleeve_phases
+            from himari_env.timing import sleeved_timing_permutation_test
+
+            grids = [np.concatenate(([window.start], np.arange(window.start + (phase or decision_interval), stop,
+                                                              decision_interval))).astype(np.int64)
+                     for phase in sleeve_phases(decision_interval, sleeves)]
+            label = f"@{decision_interval}x{sleeves}+rss"
+            table["timing"] |= {
+                f"{name}{label}": sleeved_timing_permutation_test(
+                    market.returns, regimes, sleeves=[(grid, directions[grid]) for grid in grids], stop=stop,
+                    risk_config=risk_config, fee_rate=fee_rate, max_leverage=max_leverage,
+                    policy_sharpe=summaries[f"{name}{label}"]["sharpe"], n_permutations=timing_permutations,
+                    seed=seed).to_dict()
+                for name, directions in baselines.directions.items() if f"{name}{label}" in summaries}
     return table
 
 

@@ -151,6 +151,18 @@ def test_the_baseline_table_sizes_its_rss_rows_with_a_presets_risk_section(tmp_p
     assert set(timed["timing"]) == {name for name in timed["baselines"] if name.endswith("@168+rss")}
     for name, test in timed["timing"].items():
         assert test["sharpe"] == pytest.approx(timed["baselines"][name]["sharpe"], abs=1e-6) and 0 < test["p_value"] <= 1
+    config.write_text(config.read_text() + "train: {sleeves: 4}\n")
+    assert main(["baselines", "--split", "val", "--config", str(config), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)["baselines"]
+    assert "momentum_720_lf@72x4+rss" in printed and "momentum_720_lf@72+rss" in printed
+    staggered = baseline_table("synthetic", split="val", decision_interval=168, timing=True, timing_permutations=10,
+                               sleeves=2)
+    assert {name for name in staggered["timing"] if "x2" in name} == {
+        name for name in staggered["baselines"] if name.endswith("@168x2+rss")}
+    for name, test in staggered["timing"].items():  # the replay of the sleeves is the row's own equity
+        assert test["sharpe"] == pytest.approx(staggered["baselines"][name]["sharpe"], abs=1e-6)
+    assert main(["baselines", "--split", "val", "--decision-interval", "24", "--sleeves", "25"]) == 2
+    assert "--sleeves must be between 1 and the decision interval (24 bars)" in capsys.readouterr().err
     assert main(["baselines", "--split", "val", "--timing"]) == 2
     assert "needs a decision interval >= 2" in capsys.readouterr().err
     assert main(["baselines", "--decision-interval", "0"]) == 2

@@ -25,6 +25,9 @@ def register(root: argparse._SubParsersAction, groups: dict[str, argparse._SubPa
     parser.add_argument("--decision-interval", type=int, default=None, metavar="BARS",
                         help="also trade each rule deciding every BARS bars, as name@BARS (default: the "
                              "--config preset's env.decision_interval, else 1: hourly only)")
+    parser.add_argument("--sleeves", type=int, default=None, metavar="K",
+                        help="also trade each rule at the decision interval as K staggered sleeves, as "
+                             "name@BARSxK (default: the --config preset's train.sleeves, else 1)")
     parser.add_argument("--timing", action="store_true",
                         help="also run the timing test (decisions shuffled, himari_env.timing) of every rule at "
                              "the decision interval, through the RSS layer (about 10 s a rule)")
@@ -37,18 +40,23 @@ def _run(args: argparse.Namespace) -> int:
     from experiments.commands._output import format_table, to_json
 
     risk_settings = None
-    interval = 1
+    interval, sleeves = 1, 1
     if args.config is not None:
         from agents.config import load_config
 
         preset = load_config(args.config)
-        risk_settings, interval = preset.risk, preset.env.decision_interval
+        risk_settings, interval, sleeves = preset.risk, preset.env.decision_interval, preset.train.sleeves
     if args.decision_interval is not None:
         if args.decision_interval < 1:
             raise ValueError(f"--decision-interval must be >= 1 bar, got {args.decision_interval}")
         interval = args.decision_interval
+    if args.sleeves is not None:
+        sleeves = args.sleeves
+    if not 1 <= sleeves <= interval:
+        raise ValueError(f"--sleeves must be between 1 and the decision interval ({interval} bars), got {sleeves}")
     table = baseline_table(args.data, split=args.split, seed=args.seed, fee_rate=args.fee_rate,
-                           risk_settings=risk_settings, decision_interval=interval, timing=args.timing)
+                           risk_settings=risk_settings, decision_interval=interval, timing=args.timing,
+                           sleeves=sleeves)
     if args.json:
         print(to_json(table))
         return 0

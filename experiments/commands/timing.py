@@ -13,7 +13,8 @@ def register(root: argparse._SubParsersAction, groups: dict[str, argparse._SubPa
                    "to the ledger.")
     parser = root.add_parser("timing", help="timing test (reordered holding periods) of a saved evaluation pass",
                              description=description)
-    parser.add_argument("run_dir", help="run folder (or a seed ensemble's DIR/ensemble) evaluated on --split")
+    parser.add_argument("run_dir", help="run folder (or a seed ensemble's DIR/ensemble, or the RUN/sleevesK of "
+                        "himari evaluate --sleeves K) evaluated on --split")
     parser.add_argument("--split", default="test", choices=("train", "val", "test", "unseen"),
                         help="saved pass to test (default: %(default)s)")
     parser.add_argument("--data", default=None, help="the later OHLCV file of an unseen pass")

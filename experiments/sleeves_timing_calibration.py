@@ -45,7 +45,7 @@ def independent_reordering_p(returns: np.ndarray, sleeves: Sequence[tuple[np.nda
     return float((1 + np.count_nonzero(shuffled >= actual)) / (1 + n_permutations))
 
 
-def calibrate(*, interval: int, sleeves: int, bars: int, switch: float, policies: int = 60,
+def calibrate(*, interval: int, sleeves: int, bars: int, switch: float, policies: int = 200,
               permutations: int = 50, first_seed: int = 2_000) -> dict[str, int]:
     """Counts of significant (p <= 0.05) skill-less policies: ``{"together", "independent", "policies"}``."""
     together = independent = 0
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bars", type=int, default=4400, help="hourly bars per market (default %(default)s)")
     parser.add_argument("--switch", type=float, default=0.005,
                         help="the latent's switch probability per hour (default %(default)s)")
-    parser.add_argument("--policies", type=int, default=60, help="skill-less policies (default %(default)s)")
+    parser.add_argument("--policies", type=int, default=200, help="skill-less policies (default %(default)s)")
     parser.add_argument("--permutations", type=int, default=50, help="reorderings per test (default %(default)s)")
     args = parser.parse_args(argv)
     counts = calibrate(interval=args.interval, sleeves=args.sleeves, bars=args.bars, switch=args.switch,

@@ -84,3 +84,25 @@ def saved_pass_timing(run_dir: str | Path, *, split: str = "test", data: str | N
         risk_config=bundle.risk_config if config.env.risk else None, fee_rate=config.env.fee_rate,
         max_leverage=config.env.max_leverage, policy_sharpe=sharpe_ratio(equity), n_permutations=n_permutations,
         seed=config.train.seed if seed is None else seed)
+
+
+def rewrite_report_timing(run_dir: str | Path, *, split: str, test: TimingTest) -> Path:
+    """Replace the ``timing`` section of ``split`` in ``run_dir/report.json`` (and regenerate
+    ``report.md``) with ``test``, computed from the same saved pass: for reports scored before
+    a change of the test itself. Nothing else of the report changes; no test look is added
+    (no policy runs). Returns the report path."""
+    from experiments.commands._output import to_json
+    from experiments.evaluate import format_markdown
+
+    report_file = Path(run_dir) / "report.json"
+    if not report_file.is_file():
+        raise FileNotFoundError(f"no {report_file} to rewrite: run himari evaluate {run_dir} first")
+    report = json.loads(report_file.read_text())
+    if split not in report.get("splits", {}):
+        raise ValueError(f"{report_file} has no {split!r} split (it has {sorted(report.get('splits', {}))})")
+    if split == "train":
+        raise ValueError("the report carries no timing test on train (the policy was fitted there)")
+    report["splits"][split]["timing"] = test.to_dict()
+    report_file.write_text(to_json(report))
+    (Path(run_dir) / "report.md").write_text(format_markdown(report))
+    return report_file

@@ -116,25 +116,34 @@ def reorder_runs(directions: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return np.repeat(values, lengths).astype(directions.dtype)
 
 
-def _vector_codes(directions: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct direction vectors (rows: the sleeves' ``m``-th decisions; a shorter sleeve
-    padded with its last direction) and each row's code (its rank among them)."""
-    counts = [d.size for d in directions]
-    matrix = np.empty((max(counts), len(directions)), dtype=np.int8)
+def _decision_matrix(directions: Sequence[np.ndarray]) -> np.ndarray:
+    """Rows: the sleeves' ``m``-th decisions (a shorter sleeve padded with its last direction)."""
+    matrix = np.empty((max(d.size for d in directions), len(directions)), dtype=np.int8)
     for j, chosen in enumerate(directions):
         matrix[:, j] = np.concatenate((chosen, np.full(matrix.shape[0] - chosen.size, chosen[-1], dtype=np.int8)))
-    vectors, inverse = np.unique(matrix, axis=0, return_inverse=True)
-    return vectors, inverse.reshape(-1).astype(np.int64)
+    return matrix
 
 
 def reorder_sleeves_together(directions: Sequence[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
     """The sleeves' directions (one int8 array per sleeve, decision ``m`` of each within one
-    decision interval of the others) reordered together: the stretches of equal direction
-    vectors permuted as :func:`reorder_runs` permutes one policy's stretches. Each sleeve keeps
-    its switches and its time in each direction (up to the padding of a shorter sleeve's
-    last decision); one sleeve is :func:`reorder_runs` with the same draws."""
-    vectors, codes = _vector_codes(directions)
-    rows = vectors[reorder_runs(codes, rng)]
+    decision interval of the others) reordered together: the holding periods of sleeve 0 are
+    permuted among those of the same direction, as :func:`reorder_runs` permutes one policy's
+    (the same draws), and every other sleeve's decisions over each such period travel with it.
+    Every sleeve keeps its time in each direction (up to the padding of a shorter sleeve's last
+    decision), sleeve 0 its trades, the others theirs up to the seams of the moved periods; the
+    sleeves stay as correlated with each other as the policy's are. One sleeve is
+    :func:`reorder_runs`."""
+    matrix = _decision_matrix(directions)
+    lead = matrix[:, 0]
+    change = np.flatnonzero(np.diff(lead)) + 1
+    starts = np.concatenate(([0], change))
+    ends = np.append(change, lead.size)
+    values = lead[starts]
+    order = np.arange(starts.size)
+    for value in np.unique(values):
+        same = np.flatnonzero(values == value)
+        order[same] = rng.permutation(same)
+    rows = np.concatenate([matrix[starts[k]:ends[k]] for k in order])
     return [rows[:chosen.size, j] for j, chosen in enumerate(directions)]
 
 
@@ -202,19 +211,16 @@ def sleeved_timing_permutation_test(
 ) -> TimingTest:
     """:func:`timing_permutation_test` for a staggered policy (:mod:`agents.sleeves`).
 
-    The sleeves are reordered *together*: the ``m``-th decisions of all sleeves (made within one
-    decision interval of each other) form one direction vector, and the stretches of equal
-    vectors are reordered as one policy's holding periods (:func:`reorder_runs` on the
-    vectors' codes). Each sleeve keeps its sequence of switches (its trades) and its time in
-    each direction, and the sleeves stay as correlated with each other as the policy's are.
-    Reordering each sleeve on its own would decorrelate them: the reorderings' combined
-    Sharpe would vary less than the policy's, and luck would pass for skill. Each sleeve is
-    traded through its own RSS layer on equal capital and the Sharpe is that of the mean of
-    their equity curves, as the policy's own pass computes it. One sleeve is
+    The sleeves are reordered *together* (:func:`reorder_sleeves_together`): sleeve 0's
+    holding periods are permuted as one policy's, and the other sleeves' decisions over each
+    period travel with it, so every sleeve keeps its time in each direction and the sleeves
+    stay as correlated with each other as the policy's are. Reordering each sleeve on its own
+    would decorrelate them: the reorderings' combined Sharpe would vary less than the
+    policy's, and luck would pass for skill (``experiments/sleeves_timing_calibration.py``).
+    Each sleeve is traded through its own RSS layer on equal capital and the Sharpe is that
+    of the mean of their equity curves, as the policy's own pass computes it. One sleeve is
     :func:`timing_permutation_test` (the same draws). The counts of the result (decisions,
-    holding periods, long and short shares) are over all sleeves. A sleeve with fewer
-    decisions than another (the last grid ends earlier) is padded with its last direction
-    for the grouping only.
+    holding periods, long and short shares) are over all sleeves.
     """
     flows = np.asarray(returns, dtype=np.float64)
     if len(sleeves) < 1:
@@ -257,10 +263,10 @@ def sleeved_timing_permutation_test(
         raise ValueError(f"the replay of the policy's decisions has Sharpe {replayed:.6f}, its pass {policy_sharpe:.6f}: "
                          "the decisions, risk config or market do not belong to that pass")
     rng = np.random.default_rng(seed)
-    codes = _vector_codes([chosen for _, chosen in decisions])[1]
-    firsts = codes[np.concatenate(([0], np.flatnonzero(np.diff(codes)) + 1))]
+    lead = decisions[0][1]
+    firsts = lead[np.concatenate(([0], np.flatnonzero(np.diff(lead)) + 1))]
     if np.unique(firsts, return_counts=True)[1].max() < 2:
-        shuffled = np.full(n_permutations, replayed)  # one stretch per vector: nothing to reorder
+        shuffled = np.full(n_permutations, replayed)  # one holding period per direction: nothing to reorder
     else:
         chosen_all = [chosen for _, chosen in decisions]
         shuffled = np.array([sharpe_of(reorder_sleeves_together(chosen_all, rng)) for _ in range(n_permutations)])

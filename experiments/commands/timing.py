@@ -20,13 +20,18 @@ def register(root: argparse._SubParsersAction, groups: dict[str, argparse._SubPa
     parser.add_argument("--data", default=None, help="the later OHLCV file of an unseen pass")
     parser.add_argument("--permutations", type=int, default=200, help="reorderings (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a sentence")
+    parser.add_argument("--write", action="store_true",
+                        help="also replace the split's timing section in RUN_DIR/report.json and report.md (for "
+                             "reports scored before a change of the test; nothing else changes)")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from experiments.commands._output import to_json
-    from experiments.timing_report import saved_pass_timing
+    from experiments.timing_report import rewrite_report_timing, saved_pass_timing
 
     result = saved_pass_timing(args.run_dir, split=args.split, data=args.data, n_permutations=args.permutations)
     print(to_json(result.to_dict()) if args.json else f"{args.split}, {result.sentence()}")
+    if args.write:
+        rewrite_report_timing(args.run_dir, split=args.split, test=result)
     return 0

@@ -607,6 +607,9 @@ class ValidationCallback(BaseCallback):
         if self._eval_env is not None:
             self._eval_env.close()
             self._eval_env = None
+        for env in self._sleeve_envs or []:
+            env.close()
+        self._sleeve_envs = None
 
 
 @dataclass(frozen=True)

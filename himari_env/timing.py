@@ -129,10 +129,18 @@ def reorder_sleeves_together(directions: Sequence[np.ndarray], rng: np.random.Ge
     decision interval of the others) reordered together: the holding periods of sleeve 0 are
     permuted among those of the same direction, as :func:`reorder_runs` permutes one policy's
     (the same draws), and every other sleeve's decisions over each such period travel with it.
-    Every sleeve keeps its time in each direction (up to the padding of a shorter sleeve's last
-    decision), sleeve 0 its trades, the others theirs up to the seams of the moved periods; the
-    sleeves stay as correlated with each other as the policy's are. One sleeve is
-    :func:`reorder_runs`."""
+    Every sleeve keeps its time in each direction and sleeve 0 its trades, the others theirs up
+    to the seams of the moved periods; the sleeves stay as correlated with each other as the
+    policy's are. One sleeve is :func:`reorder_runs`.
+
+    Two approximations, both at the edges of a moved period: row ``m`` pairs sleeve 0's
+    decision ``m`` with the other sleeves' decision ``m``, made up to one interval *earlier*
+    (their grids start ``phase_j`` bars after the first bar), so a period carries the other
+    sleeves' decisions shifted by one row; and a sleeve with one decision fewer than the
+    longest (sleeve 0, as a rule) is padded with its last direction, which a reordering can
+    move inside and so change its time in a direction or its trades by one decision. With two
+    directions (long/flat) the seams add no trades; the calibration
+    (``experiments/sleeves_timing_calibration.py``) is of long/flat policies."""
     matrix = _decision_matrix(directions)
     lead = matrix[:, 0]
     change = np.flatnonzero(np.diff(lead)) + 1

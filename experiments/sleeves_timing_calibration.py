@@ -46,13 +46,21 @@ def independent_reordering_p(returns: np.ndarray, sleeves: Sequence[tuple[np.nda
 
 
 def calibrate(*, interval: int, sleeves: int, bars: int, switch: float, policies: int = 200,
-              permutations: int = 50, first_seed: int = 2_000) -> dict[str, int]:
-    """Counts of significant (p <= 0.05) skill-less policies: ``{"together", "independent", "policies"}``."""
+              permutations: int = 50, first_seed: int = 2_000, directions: str = "long_flat") -> dict[str, int]:
+    """Counts of significant (p <= 0.05) skill-less policies: ``{"together", "independent", "policies"}``.
+    ``directions``: ``long_flat`` (the latent is long or flat) or ``three`` (it moves through
+    flat, long and short at random, each switch to one of the other two)."""
+    if directions not in ("long_flat", "three"):
+        raise ValueError(f"directions must be 'long_flat' or 'three', got {directions!r}")
     together = independent = 0
     for k in range(policies):
         rng = np.random.default_rng(first_seed + k)
         returns = np.concatenate(([0.0], rng.normal(0.0, 0.01, bars - 1)))
-        latent = np.where(np.cumsum(rng.random(bars) < switch) % 2 == 0, 1, 0).astype(np.int8)
+        if directions == "long_flat":
+            latent = np.where(np.cumsum(rng.random(bars) < switch) % 2 == 0, 1, 0).astype(np.int8)
+        else:  # each switch moves to one of the two other directions
+            steps = np.where(rng.random(bars) < switch, rng.integers(1, 3, bars), 0)
+            latent = (np.cumsum(steps) % 3 - 1).astype(np.int8)
         stop = bars - 2
         decisions = []
         for phase in sleeve_phases(interval, sleeves):
@@ -77,10 +85,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="the latent's switch probability per hour (default %(default)s)")
     parser.add_argument("--policies", type=int, default=200, help="skill-less policies (default %(default)s)")
     parser.add_argument("--permutations", type=int, default=50, help="reorderings per test (default %(default)s)")
+    parser.add_argument("--directions", choices=("long_flat", "three"), default="long_flat",
+                        help="the latent's directions: long/flat, or flat/long/short (default %(default)s)")
     args = parser.parse_args(argv)
     counts = calibrate(interval=args.interval, sleeves=args.sleeves, bars=args.bars, switch=args.switch,
-                       policies=args.policies, permutations=args.permutations)
-    print(f"{args.sleeves} sleeves, a decision every {args.interval} bars, {args.bars} bars, switch {args.switch}/h: "
+                       policies=args.policies, permutations=args.permutations, directions=args.directions)
+    print(f"{args.sleeves} sleeves ({args.directions}), a decision every {args.interval} bars, {args.bars} bars, "
+          f"switch {args.switch}/h: "
           f"significant at 5 %: reordered together {counts['together']} of {counts['policies']}, each sleeve on "
           f"its own {counts['independent']} of {counts['policies']} "
           f"({0.05 * counts['policies']:.0f} expected)")

@@ -139,8 +139,9 @@ def reorder_sleeves_together(directions: Sequence[np.ndarray], rng: np.random.Ge
     sleeves' decisions shifted by one row; and a sleeve with one decision fewer than the
     longest (sleeve 0, as a rule) is padded with its last direction, which a reordering can
     move inside and so change its time in a direction or its trades by one decision. With two
-    directions (long/flat) the seams add no trades; the calibration
-    (``experiments/sleeves_timing_calibration.py``) is of long/flat policies."""
+    directions (long/flat) the seams add no trades; with three they can. The calibration
+    (``experiments/sleeves_timing_calibration.py``) finds the test at or under its level for
+    long/flat and for flat/long/short policies alike."""
     matrix = _decision_matrix(directions)
     lead = matrix[:, 0]
     change = np.flatnonzero(np.diff(lead)) + 1

@@ -511,11 +511,11 @@ class ValidationCallback(BaseCallback):
             if self._eval_env is None:
                 self._eval_env = self.make_eval_env()
             return run_deterministic_pass(self.model, self._eval_env, seed=seed)
-        from agents.sleeves import run_sleeved_pass, sleeve_phases
+        from agents.sleeves import run_sleeved_pass, sleeve_envs
 
         if self._sleeve_envs is None:
-            self._sleeve_envs = [self.make_eval_env(phase or self.decision_interval)
-                                 for phase in sleeve_phases(self.decision_interval, self.sleeves)]
+            self._sleeve_envs = sleeve_envs(self.make_eval_env, decision_interval=self.decision_interval,
+                                            sleeves=self.sleeves)
         model = self.model
         sleeved = run_sleeved_pass(self.make_eval_env, lambda obs, bar: model.predict(obs, deterministic=True)[0],
                                    decision_interval=self.decision_interval, sleeves=self.sleeves, seed=seed,

@@ -103,6 +103,12 @@ class SleevedPass:
         )
 
 
+def sleeve_envs(make_env: Callable[[int], gym.Env], *, decision_interval: int, sleeves: int) -> list[gym.Env]:
+    """One env per sleeve, in phase order: ``make_env(first_bars)`` with the bars each sleeve's
+    first decision is held (``decision_interval`` for sleeve 0, its phase for the others)."""
+    return [make_env(phase or decision_interval) for phase in sleeve_phases(decision_interval, sleeves)]
+
+
 def run_sleeved_pass(make_env: Callable[[int], gym.Env], choose_action: Callable[[Any, int], Any], *,
                      decision_interval: int, sleeves: int, seed: int | None = 0,
                      envs: Sequence[gym.Env] | None = None) -> SleevedPass:
@@ -116,7 +122,7 @@ def run_sleeved_pass(make_env: Callable[[int], gym.Env], choose_action: Callable
     phases = sleeve_phases(decision_interval, sleeves)
     owned = envs is None
     if envs is None:
-        envs = [make_env(phase or decision_interval) for phase in phases]
+        envs = sleeve_envs(make_env, decision_interval=decision_interval, sleeves=sleeves)
     if len(envs) != len(phases):
         raise ValueError(f"{len(envs)} envs for {len(phases)} sleeves")
     try:
@@ -128,4 +134,4 @@ def run_sleeved_pass(make_env: Callable[[int], gym.Env], choose_action: Callable
     return SleevedPass(sleeves=passes, phases=tuple(phases))
 
 
-__all__ = ["SleevedPass", "run_sleeved_pass", "sleeve_phases"]
+__all__ = ["SleevedPass", "run_sleeved_pass", "sleeve_envs", "sleeve_phases"]

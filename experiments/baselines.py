@@ -37,7 +37,12 @@ import pandas as pd
 
 from himari_env.constants import BARS_PER_YEAR
 from himari_env.metrics import performance_summary
-from himari_env.rules import held_decisions, momentum_directions, regime_gated_directions
+from himari_env.rules import (
+    decision_grid,
+    held_decisions,
+    momentum_directions,
+    regime_gated_directions,
+)
 
 if TYPE_CHECKING:
     from agents.config import RiskSettings
@@ -265,15 +270,10 @@ def at_decision_interval(directions: np.ndarray, *, start: int, stop: int, inter
     until the next one (bars ``start .. stop - 1``; the rest unchanged): the rule at an agent's
     decision cadence. ``phase`` (``0 <= phase < interval``): the grid of one staggered sleeve
     (:mod:`agents.sleeves`), ``start, start + phase, start + phase + interval, ...``. int8 (n,)."""
-    if interval < 1:
-        raise ValueError(f"interval must be >= 1 bar, got {interval}")
-    if not 0 <= phase < interval:
-        raise ValueError(f"phase must be in [0, {interval}), got {phase}")
+    bars = decision_grid(start, stop, interval, phase)  # validates interval and phase
     out = np.array(directions, dtype=np.int8, copy=True)
     if stop <= start:
         return out
-    bars = np.arange(start + (phase or interval), stop, interval)
-    bars = np.concatenate(([start], bars)).astype(np.int64)
     out[start:stop] = held_decisions(bars, out[bars], n_bars=out.size, stop=stop)[start:stop]
     return out
 
@@ -405,7 +405,7 @@ def baseline_table(data: Any, *, split: str = "val", seed: int = 0, fee_rate: fl
     if timing:
         from himari_env.timing import timing_permutation_test
 
-        bars = np.arange(window.start, stop, decision_interval)
+        bars = decision_grid(window.start, stop, decision_interval)
         table["timing"] = {
             f"{name}@{decision_interval}+rss": timing_permutation_test(
                 market.returns, regimes, decision_bars=bars, directions=directions[bars], stop=stop,
@@ -418,8 +418,7 @@ def baseline_table(data: Any, *, split: str = "val", seed: int = 0, fee_rate: fl
             from agents.sleeves import sleeve_phases
             from himari_env.timing import sleeved_timing_permutation_test
 
-            grids = [np.concatenate(([window.start], np.arange(window.start + (phase or decision_interval), stop,
-                                                              decision_interval))).astype(np.int64)
+            grids = [decision_grid(window.start, stop, decision_interval, phase)
                      for phase in sleeve_phases(decision_interval, sleeves)]
             label = f"@{decision_interval}x{sleeves}+rss"
             table["timing"] |= {

@@ -21,7 +21,7 @@ import numpy as np
 from agents.sleeves import sleeve_phases
 from himari_env.metrics import sharpe_ratio
 from himari_env.risk.backtest import run_backtest
-from himari_env.rules import held_decisions
+from himari_env.rules import decision_grid, held_decisions
 from himari_env.timing import reorder_runs, sleeved_timing_permutation_test
 
 
@@ -64,7 +64,7 @@ def calibrate(*, interval: int, sleeves: int, bars: int, switch: float, policies
         stop = bars - 2
         decisions = []
         for phase in sleeve_phases(interval, sleeves):
-            grid = np.concatenate(([0], np.arange(phase or interval, stop, interval))).astype(np.int64)
+            grid = decision_grid(0, stop, interval, phase)
             decisions.append((grid, latent[grid]))
         test = sleeved_timing_permutation_test(returns, np.zeros(bars, dtype=np.int8), sleeves=decisions, stop=stop,
                                                risk_config=None, fee_rate=0.001, max_leverage=1.0,

@@ -32,6 +32,17 @@ def regime_gated_directions(regime_ids: ArrayLike) -> np.ndarray:
     return np.where((regimes == HIGH_VOL) | (regimes == CRISIS), 0, 1).astype(np.int8)
 
 
+def decision_grid(start: int, stop: int, interval: int, phase: int = 0) -> np.ndarray:
+    """Decision bars, int64: ``start``, then every ``interval`` bars from ``start + phase``
+    (``phase`` 0: from ``start + interval``), below ``stop``: one grid of a policy that decides
+    every ``interval`` bars, offset by ``phase`` for a staggered sleeve (``agents.sleeves``)."""
+    if interval < 1:
+        raise ValueError(f"interval must be >= 1 bar, got {interval}")
+    if not 0 <= phase < interval:
+        raise ValueError(f"phase must be in [0, {interval}), got {phase}")
+    return np.concatenate(([start], np.arange(start + (phase or interval), stop, interval))).astype(np.int64)
+
+
 def held_decisions(decision_bars: ArrayLike, directions: ArrayLike, *, n_bars: int, stop: int) -> np.ndarray:
     """Hourly directions, int8 (n_bars,): ``directions[k]`` from ``decision_bars[k]`` until the
     next decision bar (the last until ``stop``), 0 elsewhere. ``decision_bars`` strictly

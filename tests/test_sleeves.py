@@ -20,6 +20,7 @@ from himari_env.data import synthesize_market
 from himari_env.metrics import sharpe_ratio
 from himari_env.pipeline import prepare_market
 from himari_env.risk.backtest import run_backtest
+from himari_env.rules import decision_grid
 from himari_env.timing import sleeved_timing_permutation_test, timing_permutation_test
 from tests.conftest import REPO_ROOT
 from wrappers.stack import make_himari_env
@@ -69,6 +70,13 @@ def test_the_batched_env_refuses_an_offset_grid(prepared):
     with pytest.raises(ValueError, match="staggered sleeves are an evaluation policy"):
         HimariBTCVecEnv(2, prepared, split="train", context=16, episode_length=64, decision_interval=INTERVAL,
                         first_decision_bars=3)
+
+
+def test_a_decision_grid_starts_at_the_first_bar_then_runs_from_its_phase():
+    assert decision_grid(10, 40, 8).tolist() == [10, 18, 26, 34]
+    assert decision_grid(10, 40, 8, phase=3).tolist() == [10, 13, 21, 29, 37]
+    with pytest.raises(ValueError, match="phase must be in"):
+        decision_grid(10, 40, 8, phase=8)
 
 
 def test_sleeve_phases_split_the_interval_evenly():
@@ -320,7 +328,7 @@ def test_a_staggered_policy_without_skill_is_significant_about_as_often_as_chanc
         stop = n_bars - 2
         decisions = []
         for phase in sleeve_phases(24, 4):
-            bars = np.concatenate(([0], np.arange(phase or 24, stop, 24))).astype(np.int64)
+            bars = decision_grid(0, stop, 24, phase)
             decisions.append((bars, latent[bars]))
         result = sleeved_timing_permutation_test(returns, np.zeros(n_bars, dtype=np.int8), sleeves=decisions,
                                                  stop=stop, risk_config=None, fee_rate=0.001, max_leverage=1.0,

@@ -18,7 +18,7 @@ YAML layout::
     train:     {seed, total_timesteps, n_envs, vec_env_start_method, eval_freq, eval_episodes,
                 eval_split, validation_metric, checkpoint_freq, collapse_hold_low,
                 collapse_hold_high, collapse_patience, stop_on_collapse, collapse_source,
-                run_name, runs_dir, verbose, torch_threads}
+                run_name, runs_dir, verbose, torch_threads, sleeves, mirror_envs}
     risk:      {drawdown_brake: {thresholds, reductions, peak_window_bars},
                 regime_multipliers: {low_vol, trending, high_vol, crisis}, rebalance_band}
                 (the RSS layer's settings; defaults: the design log's)
@@ -336,6 +336,13 @@ class TrainConfig:
     selection nor the scoreboard rests on the one grid the split's first bar happens to
     fix; training is unchanged (its episodes start at random bars). At most the decision
     interval.
+
+    ``mirror_envs`` (default 0): the last that many of the ``n_envs`` training envs step the
+    mirrored market (:func:`himari_env.data.augment.mirror_ohlcv`: the training bars with
+    every log return negated, transformed by the run bundle fitted on the real bars), so an
+    unconditional long (or short) bias earns nothing over the rollout and only what the
+    observation says pays. Validation, evaluation and the walk-forward stay on the real
+    bars. Needs ``vectorization: subproc`` (the batched env steps one market).
     """
 
     seed: int = 0
@@ -359,9 +366,15 @@ class TrainConfig:
     verbose: int = 1
     torch_threads: int | None = None
     sleeves: int = 1
+    mirror_envs: int = 0
 
     def __post_init__(self) -> None:
         _require(self.seed >= 0, "train.seed", f"must be >= 0, got {self.seed}")
+        _require(0 <= self.mirror_envs < self.n_envs or self.mirror_envs == 0, "train.mirror_envs",
+                 f"must be in [0, n_envs) (at least one env on the real bars), got {self.mirror_envs} "
+                 f"with n_envs {self.n_envs}")
+        _require(self.mirror_envs == 0 or self.vectorization == "subproc", "train.mirror_envs",
+                 "needs train.vectorization 'subproc' (the batched env steps one market)")
         _require(self.sleeves >= 1, "train.sleeves", f"must be >= 1 staggered sleeve, got {self.sleeves}")
         _require(
             self.total_timesteps >= 1,
@@ -541,6 +554,8 @@ class ExperimentConfig:
                  f"{self.train.sleeves}: two sleeves would share a decision grid")
         _require(self.train.sleeves == 1 or self.algo == "ppo", "train.sleeves",
                  "staggered sleeves are for the PPO direction agent (algo 'ppo')")
+        _require(self.train.mirror_envs == 0 or self.algo == "ppo", "train.mirror_envs",
+                 "the mirrored market is for the PPO direction agent (algo 'ppo')")
         if self.train.collapse_source == "eval":
             _require(
                 self.train.eval_freq > 0,

@@ -74,6 +74,9 @@ def config_hash(config: Mapping[str, Any]) -> str:
     if document["train"].get("sleeves") == 1:
         # one sleeve is the plain pass (train.sleeves added after the first ledger lines)
         document["train"].pop("sleeves")
+    if document["train"].get("mirror_envs") == 0:
+        # no mirrored envs is training as before train.mirror_envs existed
+        document["train"].pop("mirror_envs")
     text = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

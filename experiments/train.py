@@ -114,13 +114,26 @@ class _EnvFactory:
     """
 
     def __init__(self, env_kwargs: dict[str, Any], data: Any, artifacts_dir: str,
-                 maker: str = "wrappers.stack:make_himari_env") -> None:
+                 maker: str = "wrappers.stack:make_himari_env", mirrored: Any = None,
+                 mirror_from_rank: int | None = None) -> None:
         self.env_kwargs = env_kwargs
         self.data = data
         self.artifacts_dir = artifacts_dir
         self.maker = maker  # "module:function", imported in the worker
+        # ranks >= mirror_from_rank step ``mirrored`` (the mirrored market, train.mirror_envs)
+        self.mirrored = mirrored
+        self.mirror_from_rank = mirror_from_rank
+
+    def data_for(self, rank: int) -> Any:
+        """The market env ``rank`` steps: the mirrored one for the last ``train.mirror_envs`` ranks."""
+        mirror_from = getattr(self, "mirror_from_rank", None)
+        if mirror_from is not None and rank >= mirror_from:
+            return self.mirrored
+        return self.data
 
     def __call__(self, rank: int):
+        data = self.data_for(rank)
+
         def thunk():
             import importlib
 
@@ -129,7 +142,7 @@ class _EnvFactory:
             # getattr: a factory pickled by an older process has no ``maker``.
             module_name, function_name = getattr(self, "maker", "wrappers.stack:make_himari_env").split(":")
             make_env = getattr(importlib.import_module(module_name), function_name)
-            return make_env(self.data, **self.env_kwargs, artifacts=self.artifacts_dir)
+            return make_env(data, **self.env_kwargs, artifacts=self.artifacts_dir)
 
         return thunk
 
@@ -242,8 +255,17 @@ def train(config: ExperimentConfig, *, run_dir: Path, resume: bool = False, over
         vec_env = make_batched_vec_env(config, prepared, env_kwargs, str(artifacts_dir))
     else:
         in_process = config.train.n_envs == 1 or own_frame
+        mirrored = None
+        n_mirror = config.train.mirror_envs
+        if n_mirror:
+            from himari_env.data.augment import mirror_ohlcv
+
+            # the real bars' run bundle transforms the mirror: nothing is fitted on it
+            mirrored = prepare_market(mirror_ohlcv(frame), pipeline=bundle.pipeline)
         vec_env = make_vec_env_from_config(
-            config, _EnvFactory(env_kwargs, prepared if in_process else config.env.data, str(artifacts_dir))
+            config, _EnvFactory(env_kwargs, prepared if in_process else config.env.data, str(artifacts_dir),
+                                mirrored=mirrored,
+                                mirror_from_rank=config.train.n_envs - n_mirror if n_mirror else None)
         )
     model, steps_done = build_or_resume(build_ppo, load_ppo, vec_env, config, run_dir=run_dir, resume=resume)
 

@@ -11,7 +11,8 @@ YAML layout::
 
     name: cpu-small
     env:       {data, split, context, reward, regime_source, fee_rate, max_leverage,
-                episode_length, risk, market_seed}
+                episode_length, risk, market_seed, decision_interval, action_set, feature_set,
+                split_fractions, observed_features}
     extractor: {d_model, n_layers, n_heads, dim_feedforward, dropout, pooling}
     ppo:       {learning_rate, n_steps, batch_size, n_epochs, gamma, gae_lambda, clip_range,
                 ent_coef, vf_coef, max_grad_norm, target_kl, device, net_arch_pi, net_arch_vf}
@@ -105,7 +106,9 @@ class EnvConfig:
     synthetic market (passed as the env's ``seed`` keyword): it is the same for every
     vectorized copy and for the validation env, so all of them see one market.
     ``episode_length`` is in bars (None: one full pass over the split). ``feature_set``
-    names the technical features the run's pipeline fits (``standard`` or ``long_horizon``).
+    names the technical features the run's pipeline fits (``standard`` or ``long_horizon``);
+    ``observed_features`` (None: all) the observation features the agent sees, by name, in
+    that order (``make_himari_env``; the regimes still come from every feature).
     """
 
     data: str = "synthetic"
@@ -122,6 +125,7 @@ class EnvConfig:
     action_set: str = "long_short"
     feature_set: str = "standard"
     split_fractions: tuple[float, ...] = (0.6, 0.2, 0.2)
+    observed_features: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         _require(bool(self.data), "env.data", "must be 'synthetic', 'planted' or a file path")
@@ -133,6 +137,9 @@ class EnvConfig:
         _one_of(self.split, SPLITS, "env.split")
         _one_of(self.action_set, ACTION_SETS, "env.action_set")
         _one_of(self.feature_set, FEATURE_SET_NAMES, "env.feature_set")
+        _require(self.observed_features is None or (len(self.observed_features) > 0
+                 and len(set(self.observed_features)) == len(self.observed_features)), "env.observed_features",
+                 f"must be null (all) or distinct feature names, got {self.observed_features}")
         _require(self.context >= 1, "env.context", f"must be >= 1 bar, got {self.context}")
         _one_of(self.reward, REWARD_PRESETS, "env.reward")
         _one_of(self.regime_source, REGIME_SOURCES, "env.regime_source")
@@ -167,6 +174,7 @@ class EnvConfig:
             "decision_interval": self.decision_interval,
             "action_set": self.action_set,
             "feature_set": self.feature_set,
+            "observed_features": None if self.observed_features is None else list(self.observed_features),
         }
         unknown = sorted(set(overrides) - set(kwargs))
         if unknown:

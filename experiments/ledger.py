@@ -71,6 +71,10 @@ def config_hash(config: Mapping[str, Any]) -> str:
     if isinstance(env, dict) and env.get("feature_set") == "standard":
         # the same for the default feature set (added after the first ledger lines)
         document["env"] = {key: value for key, value in env.items() if key != "feature_set"}
+    env = document.get("env")
+    if isinstance(env, dict) and "observed_features" in env and env["observed_features"] is None:
+        # every feature observed (env.observed_features added after the first ledger lines)
+        document["env"] = {key: value for key, value in env.items() if key != "observed_features"}
     if document["train"].get("sleeves") == 1:
         # one sleeve is the plain pass (train.sleeves added after the first ledger lines)
         document["train"].pop("sleeves")

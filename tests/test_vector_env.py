@@ -130,6 +130,20 @@ def test_every_preset_across_several_episode_ends(prepared, risk_config, preset)
     assert ends["truncated"] >= 8
 
 
+def test_an_observed_feature_subset_is_the_single_stacks_and_the_named_columns(prepared, risk_config):
+    observed = ["trend_pct", "ekf_logret_168", "ekf_rv_24"]
+    rng = np.random.default_rng(4)
+    kwargs = {"context": CONTEXT, "episode_length": 7, "risk_config": risk_config, "decision_interval": 3,
+              "action_set": "long_flat", "observed_features": observed}
+    _run_lockstep(prepared, kwargs, n_envs=3, seed=2, actions=rng.integers(0, 2, (20, 3)))
+    vec = HimariBTCVecEnv(2, prepared, **kwargs)
+    columns = [prepared.observation_feature_names.index(name) for name in observed]
+    np.testing.assert_array_equal(vec.get_attr("feature_table", indices=[0])[0],
+                                  prepared.observation_features[:, columns])
+    assert vec.observation_space["features"].shape == (CONTEXT, 3)
+    vec.close()
+
+
 @pytest.mark.parametrize("preset", ["adaptive", "opportunity"])
 def test_the_hmm_regime_source_sets_observation_and_reward_regimes(preset):
     """regime_source "hmm": the agent's regime (observation, reward costs, RSS multiplier) is the

@@ -20,6 +20,27 @@ from himari_env.env import core_env
 REGIME_SOURCES = ("rules", "hmm")
 
 
+def select_observed_features(features: np.ndarray, feature_names: tuple[str, ...],
+                             observed: tuple[str, ...] | list[str] | None) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The columns of ``features`` (float32 (n, F)) named by ``observed``, in that order, and
+    their names; ``None`` keeps every column. An unknown or repeated name raises, listing
+    the market's names (the agent must not silently see fewer features than configured)."""
+    if observed is None:
+        return features, tuple(feature_names)
+    wanted = tuple(str(name) for name in observed)
+    if not wanted:
+        raise ValueError("observed_features is empty: name at least one feature, or null for all of them")
+    repeated = sorted({name for name in wanted if wanted.count(name) > 1})
+    if repeated:
+        raise ValueError(f"observed_features names {repeated} more than once")
+    index = {name: k for k, name in enumerate(feature_names)}
+    unknown = [name for name in wanted if name not in index]
+    if unknown:
+        raise ValueError(f"observed_features {unknown} are not features of this market; it has {list(feature_names)}")
+    columns = np.fromiter((index[name] for name in wanted), dtype=np.int64, count=len(wanted))
+    return np.ascontiguousarray(features[:, columns]), wanted
+
+
 class RegimeFeatureObservation(gym.ObservationWrapper):
     """Replace ``features`` and ``regime`` of the core env's Dict observation.
 

@@ -28,7 +28,7 @@ from himari_env.features.technical import FEATURE_SETS
 from himari_env.pipeline import PipelineConfig, PreparedMarket, prepare_market
 from wrappers.action_sets import ACTION_SETS, LongFlatActions
 from wrappers.actions import DiscreteDirection
-from wrappers.observations import REGIME_SOURCES, RegimeFeatureObservation
+from wrappers.observations import REGIME_SOURCES, RegimeFeatureObservation, select_observed_features
 from wrappers.rewards import RewardConfig
 
 #: ``info`` levels of the stack (see :func:`make_himari_env`).
@@ -140,6 +140,7 @@ def make_himari_env(
     info_level: str = "full",
     pipeline: Any = None,
     first_decision_bars: int | None = None,
+    observed_features: tuple[str, ...] | list[str] | None = None,
 ) -> gym.Env:
     """Build the full HIMARI stack.
 
@@ -184,6 +185,9 @@ def make_himari_env(
     first_decision_bars : bars the first decision after each reset is held (default: the
         decision interval): one sleeve of a staggered policy (:mod:`agents.sleeves`); needs
         ``decision_interval > 1``.
+    observed_features : names of the observation features the agent sees, in that order
+        (default None: all of them, e.g. 50 for the standard set); the pipeline still computes
+        every feature and the regimes from them. An unknown name raises with the list.
     """
     if pipeline is not None:
         raise TypeError(
@@ -248,10 +252,12 @@ def make_himari_env(
     from wrappers.rewards import RegimeReward
 
     env = RegimeReward(env, reward_config, regime_ids=prepared.regime_ids[regime_source])
+    features, feature_names = select_observed_features(
+        prepared.observation_features, prepared.observation_feature_names, observed_features)
     env = RegimeFeatureObservation(
         env,
-        features=prepared.observation_features,
-        feature_names=prepared.observation_feature_names,
+        features=features,
+        feature_names=feature_names,
         regime_ids=prepared.regime_ids[regime_source],
     )
     if risk:

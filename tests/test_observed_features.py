@@ -64,7 +64,7 @@ def test_the_env_observes_the_full_stacks_columns_at_every_step(prepared):
 def test_the_config_refuses_repeated_names_and_all_features_keep_the_hash():
     with pytest.raises(ConfigError, match=r"env\.observed_features"):
         EnvConfig(observed_features=("trend_pct", "trend_pct"))
-    config = load_config(REPO_ROOT / "experiments" / "configs" / "cpu-small-spot.yaml")
+    config = load_config(REPO_ROOT / "experiments" / "configs" / "cpu-small.yaml")
     document = config.to_dict()
     assert document["env"]["observed_features"] is None
     without = json.loads(json.dumps(document))

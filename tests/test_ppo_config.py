@@ -149,6 +149,8 @@ def test_the_spot_preset_is_long_flat_every_72_bars_in_8_sleeves_with_its_walk_f
     assert risk.regime_multipliers.as_tuple() == (1.0, 1.0, 0.8, 0.5)
     assert risk.rebalance_band == 0.5
     assert config.train.sleeves == 8  # validated and scored on 8 staggered grids
+    assert config.env.observed_features is not None and len(config.env.observed_features) == 10
+    assert {"ekf_logret_168", "trend_pct", "vol_pct"} <= set(config.env.observed_features)
 
 
 def test_batch_size_must_divide_the_rollout() -> None:

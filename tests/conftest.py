@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +14,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA_PATH = Path(
     os.environ.get("HIMARI_REAL_DATA", REPO_ROOT.parent / "shared" / "data" / "btcusdt_1h_2020_2024.csv")
 )
+
+
+def assert_the_default_hashes_as_absent(config: Any, section: str, key: str, default: Any) -> None:
+    """``config`` has ``section.key`` at ``default``, and its hash is the one it had before the
+    key existed: runs recorded before the key keep their configuration identity."""
+    from experiments.ledger import config_hash
+
+    document = config.to_dict()
+    assert document[section][key] == default
+    without = json.loads(json.dumps(document))
+    del without[section][key]
+    assert config_hash(document) == config_hash(without)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from agents.config import ConfigError, EnvConfig, load_config
 from experiments.ledger import config_hash
 from himari_env.data import synthesize_market
 from himari_env.pipeline import prepare_market
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, assert_the_default_hashes_as_absent
 from wrappers.observations import select_observed_features
 from wrappers.stack import make_himari_env
 
@@ -65,11 +64,8 @@ def test_the_config_refuses_repeated_names_and_all_features_keep_the_hash():
     with pytest.raises(ConfigError, match=r"env\.observed_features"):
         EnvConfig(observed_features=("trend_pct", "trend_pct"))
     config = load_config(REPO_ROOT / "experiments" / "configs" / "cpu-small.yaml")
+    assert_the_default_hashes_as_absent(config, "env", "observed_features", None)  # runs recorded before the key existed
     document = config.to_dict()
-    assert document["env"]["observed_features"] is None
-    without = json.loads(json.dumps(document))
-    del without["env"]["observed_features"]
-    assert config_hash(document) == config_hash(without)  # runs recorded before the key existed
     narrow = dataclasses.replace(config, env=dataclasses.replace(config.env, observed_features=OBSERVED))
     assert config_hash(narrow.to_dict()) != config_hash(document)
     assert narrow.env.env_kwargs()["observed_features"] == list(OBSERVED)

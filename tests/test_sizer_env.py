@@ -239,21 +239,19 @@ def test_decision_interval_wraps_the_sizer(prepared):
     assert info["decision_bars"] == 4
 
 
-@pytest.fixture(scope="module")
-def l2_run(tmp_path_factory):
-    """A tiny trained HimariBTC-v0 run (the L2 direction source)."""
+def _train_l2_run(folder, **env_changes):
+    """A tiny trained HimariBTC-v0 run (the L2 direction source) on a synthetic file in ``folder``."""
     import dataclasses
 
     from agents.config import load_config
     from experiments.train import train
     from tests.conftest import REPO_ROOT
 
-    folder = tmp_path_factory.mktemp("l2-source")
     data_path = folder / "market.parquet"
     synthesize_market(n_bars=3000, seed=11).frame.to_parquet(data_path)
     config = load_config(REPO_ROOT / "experiments" / "configs" / "cpu-small.yaml")
     config = dataclasses.replace(
-        config, env=dataclasses.replace(config.env, data=str(data_path), episode_length=128),
+        config, env=dataclasses.replace(config.env, data=str(data_path), episode_length=128, **env_changes),
         ppo=dataclasses.replace(config.ppo, n_steps=64, batch_size=64, n_epochs=2),
         train=dataclasses.replace(config.train, total_timesteps=256, n_envs=1, eval_freq=0, checkpoint_freq=0,
                                   verbose=0))
@@ -261,9 +259,23 @@ def l2_run(tmp_path_factory):
     return data_path, folder / "run"
 
 
-def test_an_l2_run_source_with_delta_zero_replays_the_l2_agents_own_pass(l2_run):
+@pytest.fixture(scope="module")
+def l2_run(tmp_path_factory):
+    return _train_l2_run(tmp_path_factory.mktemp("l2-source"))
+
+
+@pytest.fixture(scope="module")
+def l2_run_spot_view(tmp_path_factory):
+    """An L2 run that observes 3 named features and trades long/flat (as the spot preset does)."""
+    return _train_l2_run(tmp_path_factory.mktemp("l2-view"), action_set="long_flat",
+                         observed_features=("trend_pct", "ekf_logret_168", "ekf_rv_24"))
+
+
+@pytest.mark.parametrize("source", ["l2_run", "l2_run_spot_view"])
+def test_an_l2_run_source_with_delta_zero_replays_the_l2_agents_own_pass(source, request):
     """With delta = 0 the sizer holds exactly the L2 stack's positions, so the L2 policy sees the
-    observation it would see in its own env: the two passes agree bar for bar."""
+    observation it would see in its own env: the two passes agree bar for bar (also for a run
+    that observes a feature view and trades long/flat)."""
     import json
 
     from stable_baselines3.common.vec_env import DummyVecEnv
@@ -273,10 +285,11 @@ def test_an_l2_run_source_with_delta_zero_replays_the_l2_agents_own_pass(l2_run)
     from experiments.evaluate import run_pass
     from himari_env.artifacts import RunArtifacts
 
-    data_path, run_dir = l2_run
+    data_path, run_dir = request.getfixturevalue(source)
     bundle = RunArtifacts.load(run_dir)
-    l2_env = make_himari_env(str(data_path), split="val", context=32, episode_length=None, artifacts=bundle)
     config = ExperimentConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    l2_env = make_himari_env(str(data_path), split="val", context=32, episode_length=None, artifacts=bundle,
+                             action_set=config.env.action_set, observed_features=config.env.observed_features)
     model = load_ppo(run_dir / "final_model.zip", DummyVecEnv([lambda: l2_env]), config)
     l2_pass = run_pass(l2_env, lambda observation, bar: int(model.predict(observation, deterministic=True)[0]))
     sizer_env = make_himari_sizer_env(str(data_path), direction_source="l2_run", l2_run=run_dir, split="val",

@@ -209,11 +209,14 @@ class L2RunDirection:
     observation features, the regime, and the position held in the sizer env: the L3-sized
     position, not the one the L2 stack would have held; documented difference).
     The sizer env must use the L2 run's bundle (``artifacts=L2_RUN``), so the features are
-    the ones the L2 policy was trained on.
+    the ones the L2 policy was trained on; when the run observes a view
+    (``env.observed_features``), its columns are selected here by name from ``feature_names``
+    (the names of ``features``' columns), whatever the sizer itself observes. A long/flat run
+    (``env.action_set: long_flat``) gives directions 0 and +1.
     """
 
     def __init__(self, run_dir: str | Path, features: np.ndarray, regime_ids: np.ndarray, *,
-                 model_name: str = "best/best_model.zip") -> None:
+                 feature_names: tuple[str, ...] | None = None, model_name: str = "best/best_model.zip") -> None:
         from stable_baselines3.common.vec_env import DummyVecEnv
 
         from agents.config import ExperimentConfig
@@ -231,6 +234,13 @@ class L2RunDirection:
             raise FileNotFoundError(f"no {model_name} and no final_model.zip in {run_dir}")
         self.name = f"l2_run:{run_dir}"
         self.context = config.env.context
+        if config.env.observed_features is not None:
+            if feature_names is None:
+                raise ValueError(f"{run_dir} observes {len(config.env.observed_features)} named features "
+                                 "(env.observed_features): pass feature_names to select them")
+            from wrappers.observations import select_observed_features
+
+            features, _ = select_observed_features(features, tuple(feature_names), config.env.observed_features)
         self._features = np.ascontiguousarray(features, dtype=np.float32)
         self._regimes = np.asarray(regime_ids).tolist()
         n_features = self._features.shape[1]
@@ -239,7 +249,8 @@ class L2RunDirection:
             "regime": spaces.Discrete(4),
             "position": spaces.Box(-config.env.max_leverage, config.env.max_leverage, shape=(1,), dtype=np.float32),
         })
-        probe = DummyVecEnv([lambda: _SpaceOnlyEnv(probe_space, spaces.Discrete(3))])
+        n_actions = 2 if config.env.action_set == "long_flat" else 3  # 0 HOLD, 1 LONG (, 2 SHORT)
+        probe = DummyVecEnv([lambda: _SpaceOnlyEnv(probe_space, spaces.Discrete(n_actions))])
         self.model = load_ppo(path, probe, config, seed=config.train.seed)
         self._max_leverage = float(config.env.max_leverage)
         probe.close()
@@ -431,7 +442,8 @@ def make_himari_sizer_env(
     source: DirectionSource
     if direction_source == "l2_run":
         assert l2_run is not None
-        source = L2RunDirection(l2_run, observation_wrapper._features, regimes)
+        source = L2RunDirection(l2_run, observation_wrapper._features, regimes,
+                                feature_names=observation_wrapper.feature_names)
     else:
         source = RuleDirection(direction_source, rule_directions(direction_source, market.close, regimes,
                                                                   momentum_lookback=momentum_lookback))

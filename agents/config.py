@@ -378,7 +378,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _require(self.seed >= 0, "train.seed", f"must be >= 0, got {self.seed}")
-        _require(0 <= self.mirror_envs < self.n_envs or self.mirror_envs == 0, "train.mirror_envs",
+        _require(self.mirror_envs == 0 or 0 < self.mirror_envs < self.n_envs, "train.mirror_envs",
                  f"must be in [0, n_envs) (at least one env on the real bars), got {self.mirror_envs} "
                  f"with n_envs {self.n_envs}")
         _require(self.mirror_envs == 0 or self.vectorization == "subproc", "train.mirror_envs",

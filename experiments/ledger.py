@@ -52,6 +52,14 @@ def _default_risk_settings() -> dict[str, Any]:
     return json.loads(json.dumps(encode_dataclass(RiskSettings()), sort_keys=True))
 
 
+#: Keys added to the config after the first ledger lines, with their defaults: a key at its
+#: default is hashed as if absent, so earlier runs keep their configuration identity.
+_KEYS_ADDED_LATER: dict[str, dict[str, Any]] = {
+    "env": {"feature_set": "standard", "observed_features": None},
+    "train": {"sleeves": 1, "mirror_envs": 0},
+}
+
+
 def config_hash(config: Mapping[str, Any]) -> str:
     """SHA-256 (16 hex digits) of a resolved config dict, without seed and naming keys.
 
@@ -67,20 +75,11 @@ def config_hash(config: Mapping[str, Any]) -> str:
         # the design log's RSS settings: hashed as before the ``risk`` section existed, so
         # earlier ledger lines and run folders keep their configuration identity
         document.pop("risk")
-    env = document.get("env")
-    if isinstance(env, dict) and env.get("feature_set") == "standard":
-        # the same for the default feature set (added after the first ledger lines)
-        document["env"] = {key: value for key, value in env.items() if key != "feature_set"}
-    env = document.get("env")
-    if isinstance(env, dict) and "observed_features" in env and env["observed_features"] is None:
-        # every feature observed (env.observed_features added after the first ledger lines)
-        document["env"] = {key: value for key, value in env.items() if key != "observed_features"}
-    if document["train"].get("sleeves") == 1:
-        # one sleeve is the plain pass (train.sleeves added after the first ledger lines)
-        document["train"].pop("sleeves")
-    if document["train"].get("mirror_envs") == 0:
-        # no mirrored envs is training as before train.mirror_envs existed
-        document["train"].pop("mirror_envs")
+    for section, defaults in _KEYS_ADDED_LATER.items():
+        values = document.get(section)
+        if isinstance(values, dict):
+            document[section] = {key: value for key, value in values.items()
+                                 if key not in defaults or value != defaults[key]}
     text = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -126,8 +126,7 @@ class _EnvFactory:
 
     def data_for(self, rank: int) -> Any:
         """The market env ``rank`` steps: the mirrored one for the last ``train.mirror_envs`` ranks."""
-        mirror_from = getattr(self, "mirror_from_rank", None)
-        if mirror_from is not None and rank >= mirror_from:
+        if self.mirror_from_rank is not None and rank >= self.mirror_from_rank:
             return self.mirrored
         return self.data
 

@@ -211,7 +211,8 @@ class L2RunDirection:
     The sizer env must use the L2 run's bundle (``artifacts=L2_RUN``), so the features are
     the ones the L2 policy was trained on; when the run observes a view
     (``env.observed_features``), its columns are selected here by name from ``feature_names``
-    (the names of ``features``' columns), whatever the sizer itself observes. A long/flat run
+    (the names of ``features``' columns: the sizer env's observation features, all of them
+    unless the sizer observes a view of its own, which must then include the run's). A long/flat run
     (``env.action_set: long_flat``) gives directions 0 and +1.
     """
 
